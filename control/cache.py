@@ -1,0 +1,135 @@
+"""The object cache: typed objects by (kind, namespace, name), last good versions kept.
+
+Rules (issue 2: "a file that does not parse, or an object that is invalid, is
+reported and the last good table keeps serving"):
+
+* A file that could not be read or parsed (``Loaded.failed``) keeps every
+  object it contributed last time, as it was.
+* An object whose new version is invalid keeps its last good version, and the
+  error says so. An object never seen valid is simply absent.
+* An object that is no longer in any file is gone.
+* The same (kind, namespace, name) defined twice: the first in path order
+  (file order, then document order) wins; each other one is reported.
+* Unsupported kinds are ignored with a warning; they never block anything.
+
+Theory of operation: ``apply`` rebuilds the whole entry map from the new load
+plus the entries it must keep, then compares typed objects with the previous
+map. Typed resources hold only the fields FluxGate reads, so a change to an
+annotation or to ``status`` compares equal and ``apply`` returns False: no
+rebuild, no publish. The cache never raises on bad input; everything wrong is
+in ``errors`` and ``warnings`` (loader findings included) for the caller to log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from control.sources.files import KObject, Loaded, LoadError, location
+from control.translate import validation
+from control.translate.resources import ObjectKey, Resource
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A resource and where it is defined now."""
+
+    resource: Resource
+    file: str
+    document: int
+    item: int = 0
+
+    @property
+    def where(self) -> str:
+        return location(self.file, self.document, self.item)
+
+
+class ObjectCache:
+    """The current objects of one source."""
+
+    def __init__(self) -> None:
+        self._entries: dict[ObjectKey, Entry] = {}
+        self.errors: tuple[LoadError, ...] = ()  # of the last apply
+        self.warnings: tuple[LoadError, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def get(self, key: ObjectKey) -> Resource | None:
+        entry = self._entries.get(key)
+        return entry.resource if entry else None
+
+    def entry(self, key: ObjectKey) -> Entry | None:
+        return self._entries.get(key)
+
+    def objects(self) -> tuple[Resource, ...]:
+        """Every current object, sorted by key (translate's input)."""
+        return tuple(self._entries[k].resource for k in sorted(self._entries))
+
+    def apply(self, loaded: Loaded) -> bool:
+        """Take in a new load; True if any object that matters changed."""
+        errors = list(loaded.errors)
+        warnings = list(loaded.warnings)
+        rank = {path: i for i, path in enumerate(loaded.files)}
+        candidates: list[tuple[tuple, ObjectKey, Entry]] = []
+
+        def add(key: ObjectKey, entry: Entry) -> None:
+            order = (rank.get(entry.file, len(rank)), entry.file, entry.document, entry.item)
+            candidates.append((order, key, entry))
+
+        for obj in loaded.objects:
+            key = validation.identify(obj)
+            if key is None:
+                warnings.append(_problem(obj, None, "ignored: unsupported kind "
+                                         f"{obj.kind} ({obj.api_version})", "warning"))
+                continue
+            try:
+                resource = validation.parse(obj)
+            except validation.Invalid as exc:
+                last = self._entries.get(key)
+                if last is None:
+                    errors.append(_problem(obj, key, f"rejected: {exc}"))
+                    continue
+                errors.append(_problem(obj, key, f"rejected, keeping the last good version: {exc}"))
+                # Keep the old content but at the object's current place, so a
+                # later failure of its old file cannot bring in a second copy.
+                add(key, replace(last, file=obj.file, document=obj.document, item=obj.item))
+                continue
+            add(key, Entry(resource, obj.file, obj.document, obj.item))
+
+        for key, entry in self._entries.items():
+            if loaded.did_fail(entry.file):
+                add(key, entry)
+
+        candidates.sort(key=lambda c: c[0])
+        entries: dict[ObjectKey, Entry] = {}
+        for _, key, entry in candidates:
+            first = entries.get(key)
+            if first is None:
+                entries[key] = entry
+                continue
+            if first == entry:  # the same entry kept twice: not a duplicate
+                continue
+            errors.append(LoadError(entry.file, str(key),
+                                    f"ignored: duplicate of the one in {first.where}",
+                                    entry.document, entry.item))
+
+        changed = _resources(entries) != _resources(self._entries)
+        self._entries = entries
+        self.errors = tuple(errors)
+        self.warnings = tuple(warnings)
+        return changed
+
+
+def _resources(entries: dict[ObjectKey, Entry]) -> dict[ObjectKey, Resource]:
+    return {key: entry.resource for key, entry in entries.items()}
+
+
+def _problem(obj: KObject, key: ObjectKey | None, reason: str, level: str = "error") -> LoadError:
+    if key is not None:
+        label = str(key)
+    else:
+        label = f"{obj.kind} {obj.namespace + '/' if obj.namespace else ''}{obj.name}"
+    return LoadError(obj.file, label, reason, obj.document, obj.item, level)

@@ -1,0 +1,196 @@
+"""compile_table(): IR → the route table of ``shm.schema``. A pure function.
+
+Rules (what workers rely on, so they do no work per request that could be
+done here once):
+
+* One ``Listener`` per bound socket (address, port). Gateway listeners that
+  share a socket, in one Gateway or several, are merged into it. Only
+  programmed listeners are compiled; a listener with no routes is still bound
+  (it answers 404).
+* One ``VirtualHost`` per hostname served on a socket, named
+  ``"address:port|hostname"``; routes attached without a hostname form the
+  ``"*"`` vhost, the socket's ``default_vhost``. ``exact`` is sorted by host,
+  ``wildcards`` most specific (longest) first, so the first wildcard that
+  matches a request is the right one.
+* A request's host selects exactly one vhost (exact, else the first matching
+  wildcard, else default); within it ``entries`` are in Gateway API precedence
+  order and the first entry that matches wins:
+    1. Exact path, then RegularExpression (longest pattern first; the spec
+       leaves regex precedence to implementations), then PathPrefix with the
+       most characters;
+    2. a method match; 3. more header matches; 4. more query matches;
+    5. the older route (creationTimestamp; routes without one come after);
+    6. "{namespace}/{name}" alphabetically; 7. rule order, then match order.
+* PathPrefix values are stored without a trailing slash ("/" stays "/").
+* Identical ``Action``s within a vhost are stored once and shared by index.
+* ``clusters`` are exactly those referenced by some action, sorted by name.
+* Everything is sorted or derived from sorted input, so equal IR compiles to an
+  equal table: the publisher keeps the bytes of every blob whose struct is
+  unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from shm import schema
+from control import ir as irt
+
+_PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
+_PATH_TYPES = {
+    "Exact": schema.PathExact,
+    "PathPrefix": schema.PathPrefix,
+    "RegularExpression": schema.PathRegex,
+}
+
+# (route ref, rule index, match index): one entry per match, however many
+# Gateway listeners bring the same route onto the same vhost.
+_EntryId = tuple[str, int, int]
+_Pending = tuple[irt.Route, irt.Rule, int, irt.RouteMatch]
+
+
+def compile_table(ir: irt.IR, source: str = "") -> schema.CompiledTable:
+    routes = {route.ref: route for route in ir.routes}
+    sockets: dict[tuple[str, int], dict[str, dict[_EntryId, _Pending]]] = {}
+    for lst in ir.listeners:
+        if not lst.programmed:
+            continue
+        for address in lst.addresses:
+            hosts = sockets.setdefault((address, lst.port), {})
+            for att in lst.attachments:
+                route = routes[att.route]
+                for host in att.hostnames:
+                    bucket = hosts.setdefault(host, {})
+                    for rule in route.rules:
+                        for index, match in enumerate(rule.matches):
+                            bucket.setdefault((route.ref, rule.index, index),
+                                              (route, rule, index, match))
+
+    listeners: list[schema.Listener] = []
+    vhosts: list[schema.VirtualHost] = []
+    for address, port in sorted(sockets):
+        hosts = sockets[(address, port)]
+        name = listener_name(address, port)
+        exact, wildcards, default = [], [], -1
+        for host in _host_order(hosts):
+            index = len(vhosts)
+            vhosts.append(_vhost(f"{name}|{host}", hosts[host].values()))
+            if host == irt.ANY_HOST:
+                default = index
+            elif host.startswith("*."):
+                wildcards.append(schema.HostEntry(host, index))
+            else:
+                exact.append(schema.HostEntry(host, index))
+        listeners.append(schema.Listener(
+            name=name, address=address, port=port, protocol="HTTP",
+            exact=tuple(exact), wildcards=tuple(wildcards), default_vhost=default,
+        ))
+
+    used = {wc.cluster for vh in vhosts for action in vh.actions for wc in action.backends}
+    clusters = tuple(
+        schema.Cluster(
+            name=c.name,
+            endpoints=tuple(schema.Endpoint(e.address, e.port) for e in c.endpoints),
+            host_rewrite=c.host_rewrite,
+        )
+        for c in ir.clusters
+        if c.name in used
+    )
+    return schema.CompiledTable(
+        listeners=tuple(listeners),
+        vhosts=tuple(vhosts),
+        clusters=tuple(sorted(clusters, key=lambda c: c.name)),
+        source=source,
+    )
+
+
+def listener_name(address: str, port: int) -> str:
+    """"address:port", IPv6 in brackets; ":port" for the global bind address."""
+    if ":" in address:
+        return f"[{address}]:{port}"
+    return f"{address}:{port}"
+
+
+def normalize_prefix(value: str) -> str:
+    """A PathPrefix without its trailing slash(es); "/" stays "/"."""
+    return value.rstrip("/") or "/"
+
+
+def _host_order(hosts: dict[str, Any]) -> list[str]:
+    """Exact hosts alphabetically, wildcards most specific first, then "*"."""
+    exact = sorted(h for h in hosts if h != irt.ANY_HOST and not h.startswith("*."))
+    wild = sorted((h for h in hosts if h.startswith("*.")), key=lambda h: (-len(h), h))
+    return exact + wild + ([irt.ANY_HOST] if irt.ANY_HOST in hosts else [])
+
+
+def _vhost(name: str, pending: Any) -> schema.VirtualHost:
+    actions: dict[schema.Action, int] = {}
+    entries = []
+    for route, rule, index, match in sorted(pending, key=_precedence):
+        action = schema.Action(
+            backends=tuple(schema.WeightedCluster(b.cluster, b.weight) for b in rule.backends),
+            request_timeout_ms=rule.timeout_ms,
+        )
+        entries.append(schema.RouteEntry(
+            match=_match(match),
+            action=actions.setdefault(action, len(actions)),
+            source=f"{route.ref}#{rule.index}",
+        ))
+    return schema.VirtualHost(name=name, entries=tuple(entries), actions=tuple(actions))
+
+
+def _precedence(item: _Pending) -> tuple:
+    route, rule, index, match = item
+    path = match.path
+    value = normalize_prefix(path.value) if path.type == "PathPrefix" else path.value
+    created = (0, route.created) if route.created is not None else (1, 0.0)
+    return (
+        _PATH_RANK[path.type],
+        -len(value),
+        0 if match.method else 1,
+        -len(match.headers),
+        -len(match.query),
+        created,
+        f"{route.namespace}/{route.name}",
+        route.kind,
+        rule.index,
+        index,
+    )
+
+
+def _match(m: irt.RouteMatch) -> schema.Match:
+    value = normalize_prefix(m.path.value) if m.path.type == "PathPrefix" else m.path.value
+    return schema.Match(
+        path=_PATH_TYPES[m.path.type](value),
+        method=m.method,
+        headers=tuple(schema.HeaderMatch(h.name, h.value, h.type) for h in m.headers),
+        query=tuple(schema.QueryMatch(q.name, q.value, q.type) for q in m.query),
+    )
+
+
+# --- dumping ------------------------------------------------------------------------
+
+
+def table_to_builtins(table: schema.CompiledTable) -> dict[str, Any]:
+    """The compiled table as plain data keyed by field name (array_like structs
+    encode positionally, which is unreadable in a golden file or /debug)."""
+    return named(table)
+
+
+def named(value: Any) -> Any:
+    """Structs → dicts by field name (tagged ones with their tag as ``type``)."""
+    if isinstance(value, msgspec.Struct):
+        out: dict[str, Any] = {}
+        config = value.__struct_config__
+        if config.tag is not None:
+            out[config.tag_field] = config.tag
+        for field in value.__struct_fields__:
+            out[field] = named(getattr(value, field))
+        return out
+    if isinstance(value, (tuple, list)):
+        return [named(v) for v in value]
+    if isinstance(value, dict):
+        return {k: named(v) for k, v in value.items()}
+    return msgspec.to_builtins(value)

@@ -1,0 +1,216 @@
+"""Configuration: one frozen Config for every ``FLUXGATE_*`` variable and its flag.
+
+Rules:
+* Every setting is declared once, in ``SETTINGS``: its environment variable,
+  its command-line flag (the same name), its type, default and bounds.
+* Precedence: command-line flag > environment variable > default.
+* A bad value stops the start with a message that names the variable (and the
+  flag, when that is where it came from). Nothing falls back silently; an
+  unknown ``FLUXGATE_*`` variable is an error too, since it is almost always a
+  typo that would otherwise be ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import ipaddress
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from shm import ring
+from shm.schema import WorkerSettings
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one Config field is read: its type, bounds and help."""
+
+    name: str
+    kind: Callable[[str], Any]
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def env(self) -> str:
+        return "FLUXGATE_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _setting(default, kind, help, low=None, high=None, choices=()):
+    """A Config field carrying its Setting (name and default are filled in below)."""
+    return dataclasses.field(
+        default=default, metadata={"setting": (kind, help, low, high, tuple(choices))}
+    )
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _address(text: str) -> str:
+    text = text.strip()
+    ipaddress.ip_address(text)  # raises ValueError with a clear message
+    return text
+
+
+_SHARD_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
+
+
+def _shard(text: str) -> str:
+    text = text.strip()
+    if text and not _SHARD_RE.match(text):
+        raise ValueError(
+            "expected 1-64 characters of a-z, 0-9, '.', '_', '-', starting and "
+            "ending with a letter or digit"
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting, its default and bounds. Fields are the single source."""
+
+    config: str = _setting("", str, "YAML file or directory of Kubernetes objects (file mode)")
+    shard: str = _setting("", _shard, "shard name; names the shared memory (default: derived from --config)")
+    workers: int = _setting(0, int, "worker processes (0: one per CPU)", 0, ring.MAX_WORKERS)
+    bind_address: str = _setting("0.0.0.0", _address, "address listeners bind unless a Gateway names one")
+    admin_address: str = _setting("0.0.0.0", _address, "address of the admin server")
+    admin_port: int = _setting(9090, int, "admin server port (/metrics, /healthz, /readyz, /debug)", 1, 65535)
+    drain_seconds: float = _setting(30.0, float, "on SIGTERM, time to finish in-flight requests (s)", 0, 3600)
+    heartbeat_timeout: float = _setting(10.0, float, "a worker silent this long is hung and killed (s)", 1, 600)
+    worker_start_timeout: float = _setting(30.0, float, "a new worker must serve a table within (s)", 1, 600)
+    ring_slots: int = _setting(4, int, "table slots in shared memory", 3, ring.MAX_SLOTS)
+    watch_interval: float = _setting(0.25, float, "file mode: how often to check the config for edits (s)", 0.01, 60)
+    holdoff_ms: int = _setting(100, int, "after a change, wait this long for more before publishing", 0, 5000)
+    holdoff_max_ms: int = _setting(500, int, "never delay a publish more than this after a change", 0, 60000)
+    keepalive_timeout: float = _setting(75.0, float, "idle downstream keep-alive connections close after (s)", 0, 3600)
+    upstream_connect_timeout: float = _setting(5.0, float, "upstream connect timeout (s)", 0.01, 600)
+    upstream_keepalive: int = _setting(64, int, "idle keep-alive connections kept per upstream endpoint", 0, 100000)
+    upstream_idle_timeout: float = _setting(60.0, float, "idle upstream connections close after (s)", 0.1, 3600)
+    log_level: str = _setting("info", str, "log level", choices=("debug", "info", "warning", "error"))
+    log_format: str = _setting("json", str, "log format", choices=("json", "text"))
+
+    @classmethod
+    def load(
+        cls, flags: Mapping[str, str | None] | None = None, environ: Mapping[str, str] | None = None
+    ) -> "Config":
+        """Build and validate. ``flags``: field name -> raw text (None = not given)."""
+        environ = os.environ if environ is None else environ
+        flags = flags or {}
+        unknown = sorted(
+            k for k in environ
+            if k.startswith("FLUXGATE_") and k[9:].lower() not in _BY_NAME
+        )
+        if unknown:
+            raise ConfigError(
+                f"unknown setting {', '.join(unknown)}; known: "
+                + ", ".join(s.env for s in SETTINGS)
+            )
+        values: dict[str, Any] = {}
+        for s in SETTINGS:
+            raw, origin = flags.get(s.name), s.flag
+            if raw is None:
+                raw, origin = environ.get(s.env), s.env
+            if raw is None:
+                continue
+            values[s.name] = _parse(s, raw, origin)
+        cfg = cls(**values)
+        cfg._check()
+        return cfg
+
+    def _check(self) -> None:
+        if self.holdoff_max_ms < self.holdoff_ms:
+            raise ConfigError(
+                f"FLUXGATE_HOLDOFF_MAX_MS ({self.holdoff_max_ms}) must be at least "
+                f"FLUXGATE_HOLDOFF_MS ({self.holdoff_ms})"
+            )
+
+    # --- derived values ----------------------------------------------------------
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or (os.cpu_count() or 1)
+
+    @property
+    def shard_name(self) -> str:
+        """FLUXGATE_SHARD, or a stable name derived from the config path."""
+        if self.shard:
+            return self.shard
+        source = os.path.abspath(self.config) if self.config else "default"
+        return "fg-" + hashlib.sha256(source.encode()).hexdigest()[:10]
+
+    def worker_settings(self, index: int) -> WorkerSettings:
+        return WorkerSettings(
+            shard=self.shard_name,
+            index=index,
+            bind_address=self.bind_address,
+            ring_slots=self.ring_slots,
+            heartbeat_interval=min(1.0, self.heartbeat_timeout / 4),
+            drain_seconds=self.drain_seconds,
+            keepalive_timeout=self.keepalive_timeout,
+            upstream_connect_timeout=self.upstream_connect_timeout,
+            upstream_keepalive=self.upstream_keepalive,
+            upstream_idle_timeout=self.upstream_idle_timeout,
+            log_level=self.log_level,
+            log_format=self.log_format,
+        )
+
+    def to_builtins(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, f.metadata["setting"][0], f.default, *f.metadata["setting"][1:])
+    for f in dataclasses.fields(Config)
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _parse(s: Setting, raw: str, origin: str) -> Any:
+    try:
+        value = s.kind(raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{origin}={raw!r}: {e}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{origin}={raw!r}: must be a finite number")
+    if s.choices and value not in s.choices:
+        raise ConfigError(f"{origin}={raw!r}: expected one of {', '.join(s.choices)}")
+    if s.low is not None and value < s.low:
+        raise ConfigError(f"{origin}={raw!r}: must be at least {s.low:g}")
+    if s.high is not None and value > s.high:
+        raise ConfigError(f"{origin}={raw!r}: must be at most {s.high:g}")
+    return value
+
+
+def add_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """Add a flag per setting (all, or ``names``); each takes raw text."""
+    for s in SETTINGS:
+        if names is None or s.name in names:
+            parser.add_argument(
+                s.flag, dest=s.name, default=None, metavar=s.env,
+                help=f"{s.help} [{s.env}, default {s.default!r}]",
+            )
+
+
+def flags_from(args: argparse.Namespace) -> dict[str, str | None]:
+    return {s.name: getattr(args, s.name, None) for s in SETTINGS}

@@ -1,0 +1,121 @@
+"""A small echo backend: answers every request with JSON describing it.
+
+Used by ``fluxgate demo`` (the v1/v2 canary backends) and by the tests, which
+need a real upstream on loopback that reports exactly what it received.
+Request headers steer it (for tests): ``x-echo-delay: SECONDS`` answers late,
+``x-echo-status: CODE`` picks the status, ``x-echo-chunks: N`` sends the body
+chunked in N pieces, ``x-echo-close: 1`` closes after answering.
+Run: ``python -m control.echo --port 0 --name v1`` (prints "listening PORT").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+import httptools
+
+
+class EchoProtocol(asyncio.Protocol):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.url = b""
+        self.headers: list[list[str]] = []
+        self.body = bytearray()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append([name.decode("latin-1"), value.decode("latin-1")])
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        report = {
+            "backend": self.name,
+            "method": self.parser.get_method().decode(),
+            "url": self.url.decode("latin-1"),
+            "headers": self.headers,
+            "body_bytes": len(self.body),
+            "body": self.body[:4096].decode("latin-1"),
+        }
+        steer = {k.lower(): v for k, v in self.headers if k.lower().startswith("x-echo-")}
+        keep = self.parser.should_keep_alive() and steer.get("x-echo-close") != "1"
+        delay = float(steer.get("x-echo-delay", "0") or 0)
+        if delay > 0:
+            # Stop reading so a pipelined request waits for this answer.
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(delay, self._answer, report, steer, keep)
+        else:
+            self._answer(report, steer, keep)
+
+    def _answer(self, report: dict, steer: dict, keep: bool) -> None:
+        if self.transport.is_closing():
+            return
+        body = json.dumps(report).encode() + b"\n"
+        status = int(steer.get("x-echo-status", "200"))
+        chunks = int(steer.get("x-echo-chunks", "0"))
+        head = b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\nx-backend: %s\r\n" % (
+            status, self.name.encode())
+        if not keep:
+            head += b"connection: close\r\n"
+        if chunks:
+            size = max(1, -(-len(body) // chunks))
+            parts = [body[i:i + size] for i in range(0, len(body), size)]
+            out = head + b"transfer-encoding: chunked\r\n\r\n" + b"".join(
+                b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+        else:
+            out = head + b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        self.transport.write(out)
+        if keep:
+            self.transport.resume_reading()
+        else:
+            self.transport.close()
+
+
+async def serve(host: str, port: int, name: str) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: EchoProtocol(name), host, port, reuse_address=True)
+    print("listening", server.sockets[0].getsockname()[1], flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m control.echo")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--name", default="echo")
+    args = ap.parse_args(argv)
+    asyncio.run(serve(args.host, args.port, args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The control process of one shard: source → cache → translate → compile → publish.
+
+One asyncio loop does everything, so nothing here needs a lock:
+* the source is polled every FLUXGATE_WATCH_INTERVAL; a change arms the
+  hold-off timer (FLUXGATE_HOLDOFF_MS after the latest change, never more
+  than FLUXGATE_HOLDOFF_MAX_MS after the first), so a burst is one publish;
+* signal handlers only set what the loop acts on (reload, stop);
+* the supervisor ticks every 0.5 s; the ring writer heart-beats every second.
+
+A rebuild that fails (a bug in translation, a ring that stays busy) is logged
+and retried; the table that is live keeps serving. The first table is
+published before any worker starts, so a worker is never up without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+from control.admin import Admin
+from control.cache import ObjectCache
+from control.compile import compile_table
+from control.config import Config, ConfigError
+from control.publish import Publisher
+from control.sources.files import FileSource
+from control.supervisor import Supervisor
+from control.translate import translate
+from shm import codec
+from shm.ring import RingBusy, RingWriter
+from shm.schema import SCHEMA_VERSION
+
+log = logging.getLogger("fluxgate.control")
+
+TICK = 0.5
+EXIT_CONFIG = 2
+
+
+class Runner:
+    def __init__(self, cfg: Config) -> None:
+        if not cfg.config:
+            raise ConfigError("FLUXGATE_CONFIG (--config) is required in file mode")
+        if not os.path.exists(cfg.config):
+            raise ConfigError(f"FLUXGATE_CONFIG={cfg.config!r}: no such file or directory")
+        self.cfg = cfg
+        self.source = FileSource(cfg.config)
+        self.cache = ObjectCache()
+        self.writer = RingWriter(
+            cfg.shard_name, slots=cfg.ring_slots, schema=SCHEMA_VERSION,
+            hung_after=cfg.heartbeat_timeout,
+        )
+        self.publisher = Publisher(self.writer)
+        self.supervisor = Supervisor(cfg, self.writer)
+        self.admin = Admin(self, cfg.admin_address, cfg.admin_port)
+        self.status = None
+        self.config_errors = 0
+        self._fingerprint = None
+        self._dirty_since = 0.0  # monotonic time of the first unpublished change
+        self._dirty_last = 0.0
+        self._reload = False
+        self._stop = asyncio.Event()
+        self.exit_code = 0
+
+    # --- life cycle ---------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        try:
+            self._load()
+            self._rebuild()
+            await self.admin.start()
+            self.supervisor.start_all()
+            log.info("gateway started", extra={"fields": {
+                "shard": self.cfg.shard_name, "workers": self.cfg.worker_count,
+                "config": self.cfg.config, "admin": f"{self.cfg.admin_address}:{self.cfg.admin_port}"}})
+            await self._loop()
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    async def _loop(self) -> None:
+        next_tick = next_watch = next_beat = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_watch or self._reload:
+                next_watch = now + self.cfg.watch_interval
+                self._watch()
+            if self._dirty_since and now >= self._publish_due():
+                self._rebuild()
+            if now >= next_tick:
+                next_tick = now + TICK
+                self.supervisor.tick()
+                if self.supervisor.fatal:
+                    log.error("stopping: " + self.supervisor.fatal)
+                    self.exit_code = 1
+                    return
+            if now >= next_beat:
+                next_beat = now + 1.0
+                self.writer.heartbeat()
+            wake = min(next_tick, next_watch, next_beat)
+            if self._dirty_since:
+                wake = min(wake, self._publish_due())
+            try:
+                await asyncio.wait_for(self._stop.wait(), max(0.0, wake - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+
+    def _shutdown(self) -> None:
+        log.info("stopping: draining workers", extra={"fields": {"deadline_s": self.cfg.drain_seconds}})
+        self.admin.close()
+        # Workers get the drain time; SIGKILL one second after it.
+        self.supervisor.stop(time.monotonic() + self.cfg.drain_seconds + 1.0)
+        self.writer.close(unlink=True)
+        log.info("stopped")
+
+    def _request_reload(self) -> None:
+        self._reload = True
+
+    # --- source → table --------------------------------------------------------------
+
+    def _watch(self) -> None:
+        forced, self._reload = self._reload, False
+        fp = self.source.fingerprint()
+        if fp == self._fingerprint and not forced:
+            return
+        if forced:
+            log.info("SIGHUP: reloading the configuration")
+        if self._load() or forced:
+            now = time.monotonic()
+            self._dirty_since = self._dirty_since or now
+            self._dirty_last = now
+
+    def _load(self) -> bool:
+        """Read the source into the cache; True if anything that matters changed."""
+        self._fingerprint = self.source.fingerprint()
+        changed = self.cache.apply(self.source.load())
+        for err in self.cache.errors:
+            self.config_errors += 1
+            log.error("config rejected; keeping the last good version", extra={"fields": {
+                "error": str(err)}})
+        for warn in self.cache.warnings:
+            log.warning("config ignored", extra={"fields": {"warning": str(warn)}})
+        return changed
+
+    def _publish_due(self) -> float:
+        return min(self._dirty_last + self.cfg.holdoff_ms / 1000.0,
+                   self._dirty_since + self.cfg.holdoff_max_ms / 1000.0)
+
+    def _rebuild(self) -> None:
+        try:
+            result = translate(self.cache.objects(), default_class="fluxgate")
+            table = compile_table(result.ir, source=self.cfg.config)
+            self.publisher.publish(table)
+        except RingBusy as exc:
+            log.warning("ring busy; will publish again shortly", extra={"fields": {"error": str(exc)}})
+            self._dirty_since = self._dirty_last = time.monotonic() + 0.05
+            return
+        except Exception:
+            # A bug must not take down the gateway: the live table keeps serving.
+            log.exception("rebuild failed; the live table keeps serving")
+            self._dirty_since = self._dirty_last = 0.0
+            return
+        self._dirty_since = self._dirty_last = 0.0
+        self._log_status(result.status)
+        self.supervisor.notify()
+
+    def _log_status(self, status) -> None:
+        old, self.status = self.status, status
+        for line in status.changes_since(old):
+            log.info("status: " + line)
+
+    # --- what the admin server shows --------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        return self.supervisor.all_serving()
+
+    def debug_config(self) -> dict:
+        data = self.writer.current()
+        table = codec.table_to_builtins(codec.decode_index(data)) if data else None
+        return {
+            "shard": self.cfg.shard_name,
+            "control_pid": os.getpid(),
+            "generation": self.writer.generation,
+            "checksum": self.publisher.last_checksum,
+            "bytes": len(data),
+            "workers": self.supervisor.describe(),
+            "table": table,
+        }
+
+    def debug_status(self) -> dict:
+        report = self.status.to_builtins() if self.status is not None else {"objects": [], "notes": []}
+        return {"generation": self.writer.generation, **report}

@@ -1,0 +1,69 @@
+"""translate(): the objects of one source → IR + status. A pure function.
+
+Reads like a table of contents, one processor per step, each recording status
+as it decides (never writing it):
+
+1. GatewayClasses: which are ours (``gateway.accept_classes``).
+2. Gateways of those classes and their listeners (``gateway.accept_gateways``).
+3. HTTPRoutes: attach to listeners, resolve backendRefs
+   (``httproute.attach_routes``, ``backends.BackendResolver``).
+4. Assemble the IR from what attached, keeping only clusters that a served
+   rule references.
+
+Invariants: the same objects (in any order) give an equal Translation; one bad
+object never blocks another (it is rejected alone, with a condition); nothing
+here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from control.ir import IR
+from control.status import StatusReport
+from control.translate import gateway, httproute
+from control.translate.backends import BackendResolver
+from control.translate.resources import Resource
+from control.translate.store import Store
+
+CONTROLLER_NAME = "fluxgate.io/gateway-controller"
+DEFAULT_CLASS = "fluxgate"
+
+
+@dataclass(frozen=True)
+class Translation:
+    ir: IR
+    status: StatusReport
+
+
+def translate(
+    objects: Iterable[Resource],
+    *,
+    default_class: str | None = DEFAULT_CLASS,
+    controller_name: str = CONTROLLER_NAME,
+) -> Translation:
+    """Translate typed objects (``ObjectCache.objects()``) into IR and status.
+
+    ``default_class``: a GatewayClass name that is FluxGate's even when no
+    GatewayClass object defines it (file mode); None to require the object
+    (Kubernetes mode).
+    """
+    store = Store(objects)
+    report = StatusReport()
+    classes = gateway.accept_classes(
+        store, report, controller_name=controller_name, default_class=default_class
+    )
+    gateways = gateway.accept_gateways(store, report, classes)
+    resolver = BackendResolver(store)
+    routes = httproute.attach_routes(store, gateways, resolver, report, controller_name)
+
+    listeners = tuple(
+        lst.to_ir() for state in gateways.values() for lst in state.listeners if lst.usable
+    )
+    used = {b.cluster for route in routes for rule in route.rules for b in rule.backends}
+    clusters = tuple(c for c in resolver.clusters() if c.name in used)
+    return Translation(IR(listeners=listeners, routes=routes, clusters=clusters), report)
+
+
+__all__ = ["CONTROLLER_NAME", "DEFAULT_CLASS", "Translation", "translate"]

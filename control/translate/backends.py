@@ -1,0 +1,118 @@
+"""backendRefs: from a route's reference to a cluster of (address, port) endpoints.
+
+Rules:
+
+* A backendRef resolves to a cluster named ``namespace/service:port``, or it
+  does not resolve and the route keeps it as ``cluster=""`` with its weight:
+  its share of traffic gets a 500, and the route's ResolvedRefs condition says
+  why (InvalidKind, RefNotPermitted, BackendNotFound, UnsupportedProtocol).
+* Only core Services are backends for now. A reference into another namespace
+  needs a ReferenceGrant in the Service's namespace (RefNotPermitted otherwise).
+* A ClusterIP/NodePort/LoadBalancer Service resolves through its
+  EndpointSlices (label ``kubernetes.io/service-name``): the Service port is
+  found by number; a slice port is matched by the Service port's name, or taken
+  when both the Service and the slice have exactly one port; a slice port
+  without a number ("all ports") uses the numeric ``targetPort`` (else the
+  Service port). Endpoints whose ``conditions.ready`` is false are left out;
+  unset means ready, as the API says. Only the first address of an endpoint is
+  used: the API declares them fungible.
+* A Service with no ready endpoints still resolves: a cluster with no
+  endpoints, which the data plane answers with 503 (the spec's SHOULD).
+* An ExternalName Service resolves to one endpoint (externalName, port) and the
+  cluster rewrites the Host header to externalName.
+* Resolution is memoised per translation: clusters are built once however many
+  rules reference them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from control import ir
+from control.translate import resources as r
+from control.translate.resources import GATEWAY_GROUP
+from control.translate.store import Store
+
+# appProtocols an upstream HTTP/1.1 cleartext client cannot speak (GEP-1911).
+UNSUPPORTED_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "kubernetes.io/wss", "https"})
+
+
+class Problem(NamedTuple):
+    """Why a reference did not resolve: a ResolvedRefs reason and a message."""
+
+    reason: str
+    message: str
+
+
+class BackendResolver:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._clusters: dict[str, ir.Cluster] = {}
+
+    def clusters(self) -> tuple[ir.Cluster, ...]:
+        """Every cluster resolved so far, sorted by name."""
+        return tuple(self._clusters[name] for name in sorted(self._clusters))
+
+    def resolve(self, route: r.HTTPRoute, ref: r.HTTPBackendRef) -> tuple[ir.Backend, Problem | None]:
+        cluster, problem = self._cluster(route, ref)
+        return ir.Backend(cluster=cluster, weight=ref.weight), problem
+
+    def _cluster(self, route: r.HTTPRoute, ref: r.HTTPBackendRef) -> tuple[str, Problem | None]:
+        if ref.group != "" or ref.kind != "Service":
+            group = ref.group or "core"
+            return "", Problem("InvalidKind", f"backendRef kind {group}/{ref.kind} is not supported")
+        namespace = ref.namespace or route.namespace
+        target = f"Service {namespace}/{ref.name}"
+        if not self._store.reference_permitted(
+            from_group=GATEWAY_GROUP, from_kind=route.KIND, from_namespace=route.namespace,
+            to_group="", to_kind="Service", to_namespace=namespace, to_name=ref.name,
+        ):
+            return "", Problem("RefNotPermitted",
+                               f"{target} is in another namespace and no ReferenceGrant allows it")
+        svc = self._store.services.get((namespace, ref.name))
+        if svc is None:
+            return "", Problem("BackendNotFound", f"{target} not found")
+        assert ref.port is not None  # validation requires a port for Services
+        name = f"{namespace}/{ref.name}:{ref.port}"
+        if name in self._clusters:
+            return name, None
+        if svc.spec.type == "ExternalName":
+            host = svc.spec.external_name.rstrip(".")
+            endpoints = (ir.Endpoint(host, ref.port),)
+            self._clusters[name] = ir.Cluster(name=name, endpoints=endpoints, host_rewrite=host)
+            return name, None
+        port = next((p for p in svc.ports if p.port == ref.port), None)
+        if port is None:
+            return "", Problem("BackendNotFound", f"{target} has no port {ref.port}")
+        if port.protocol != "TCP":
+            return "", Problem("UnsupportedProtocol", f"{target} port {ref.port} is {port.protocol}")
+        if port.app_protocol in UNSUPPORTED_APP_PROTOCOLS:
+            return "", Problem("UnsupportedProtocol",
+                               f"{target} port {ref.port} has appProtocol {port.app_protocol}")
+        self._clusters[name] = ir.Cluster(name=name, endpoints=self._endpoints(svc, port))
+        return name, None
+
+    def _endpoints(self, svc: r.Service, port: r.ServicePort) -> tuple[ir.Endpoint, ...]:
+        found: set[ir.Endpoint] = set()
+        for eps in self._store.endpoint_slices(svc.namespace, svc.name):
+            number = _slice_port(eps, svc, port)
+            if number is None:
+                continue
+            for ep in eps.endpoints or ():
+                if ep.conditions.ready is False:
+                    continue
+                found.add(ir.Endpoint(ep.addresses[0], number))
+        return tuple(sorted(found))
+
+
+def _slice_port(eps: r.EndpointSlice, svc: r.Service, port: r.ServicePort) -> int | None:
+    """The port number ``eps`` serves ``port`` on, or None if it does not serve it."""
+    ports = eps.ports or ()
+    chosen = next((p for p in ports if (p.name or "") == port.name), None)
+    if chosen is None and len(ports) == 1 and len(svc.ports) == 1:
+        chosen = ports[0]
+    if chosen is None or chosen.protocol != "TCP":
+        return None
+    if chosen.port is not None:
+        return chosen.port
+    return port.target_port if isinstance(port.target_port, int) else port.port

@@ -1,0 +1,245 @@
+"""HTTPRoutes: attaching each to the listeners its parentRefs select, and its rules.
+
+Rules of attachment, per parentRef (Gateway API, in this order):
+
+1. The parent must be a Gateway of ours. A Gateway that does not exist gets
+   ``Accepted=False/NoMatchingParent``; one of another controller gets nothing
+   (it is not ours to report on).
+2. ``sectionName`` and ``port`` narrow the Gateway's listeners; none left is
+   ``NoMatchingParent``.
+3. The listeners' ``allowedRoutes`` (kind and namespace) must admit the route:
+   ``NotAllowedByListeners`` otherwise. Admission alone counts the route in the
+   listener's ``attachedRoutes``, as the spec defines that count.
+4. The listener must be valid (Accepted, not Conflicted).
+5. Hostnames must intersect (see ``intersect``): ``NoMatchingListenerHostname``.
+6. At least one rule must be valid. A rule we cannot implement faithfully
+   (today: any filter) is dropped and reported with ``PartiallyInvalid``
+   ("Dropped Rule ..."); with none left the route is ``Accepted=False/
+   UnsupportedValue``. Dropping is the spec's approach 1: never skip a filter
+   silently, since serving a rule without its redirect or auth would be wrong.
+
+``ResolvedRefs`` is the same for every parent: the first backendRef that did
+not resolve gives the reason, the message lists them all.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from control import ir
+from control.status import (
+    ACCEPTED,
+    PARTIALLY_INVALID,
+    RESOLVED_REFS,
+    ParentRef,
+    ParentStatus,
+    StatusReport,
+)
+from control.translate import resources as r
+from control.translate.backends import BackendResolver, Problem
+from control.translate.gateway import GatewayState, ListenerState
+from control.translate.resources import GATEWAY_GROUP, ObjectKey
+from control.translate.store import Store
+from control.translate.validation import duration_ms
+
+DEFAULT_MATCH = ir.RouteMatch(path=ir.PathMatch(type="PathPrefix", value="/"))
+
+
+def attach_routes(
+    store: Store,
+    gateways: dict[ObjectKey, GatewayState],
+    resolver: BackendResolver,
+    report: StatusReport,
+    controller_name: str,
+) -> tuple[ir.Route, ...]:
+    """Attach every HTTPRoute; returns the routes served by at least one listener."""
+    served: list[ir.Route] = []
+    for route in store.http_routes.values():
+        rules, dropped, problems = _rules(route, resolver)
+        route_ir = ir.Route(
+            kind=route.KIND, namespace=route.namespace, name=route.name,
+            created=_epoch(route.metadata.creation_timestamp), rules=tuple(rules),
+        )
+        attached = False
+        if not route.spec.parent_refs:
+            report.note(f"{route.key} has no parentRefs: it attaches to nothing")
+        for pref in route.spec.parent_refs:
+            ref = ParentRef(pref.group, pref.kind, pref.namespace or route.namespace,
+                            pref.name, pref.section_name, pref.port)
+            if (ref.group, ref.kind) != (GATEWAY_GROUP, "Gateway"):
+                report.note(f"{route.key}: parentRef {ref} ignored: only Gateway parents are supported")
+                continue
+            gw_key = ObjectKey("Gateway", ref.namespace, ref.name)
+            state = gateways.get(gw_key)
+            if state is None and gw_key in store.gateways:
+                continue  # another controller's Gateway
+            status = report.object(route.KIND, route.namespace, route.name,
+                                   route.metadata.generation)
+            parent = status.parent(ref, controller_name)
+            if state is None:
+                parent.set(ACCEPTED, False, "NoMatchingParent", f"Gateway {ref.namespace}/{ref.name} not found")
+            else:
+                attached |= _attach(route, route_ir, ref, state, store, parent, dropped)
+            _refs_condition(parent, problems)
+            if dropped and parent.is_true(ACCEPTED):
+                parent.set(PARTIALLY_INVALID, True, "UnsupportedValue",
+                           "Dropped Rule(s): " + "; ".join(dropped))
+        if attached:
+            served.append(route_ir)
+    return tuple(sorted(served, key=lambda x: x.ref))
+
+
+def _attach(
+    route: r.HTTPRoute, route_ir: ir.Route, ref: ParentRef, gw: GatewayState,
+    store: Store, parent: ParentStatus, dropped: list[str],
+) -> bool:
+    """Steps 2-6 for one Gateway parent; True if the route now serves on it."""
+    name = f"Gateway {ref.namespace}/{ref.name}"
+    if not gw.accepted:
+        parent.set(ACCEPTED, False, "NoMatchingParent", f"{name} is not accepted")
+        return False
+    selected = [lst for lst in gw.listeners
+                if ref.section_name in (None, lst.name) and ref.port in (None, lst.port)]
+    if not selected:
+        parent.set(ACCEPTED, False, "NoMatchingParent", f"{name} has no {_wanted(ref)}")
+        return False
+    admitting = [lst for lst in selected if lst.admits(route, store)]
+    if not admitting:
+        parent.set(ACCEPTED, False, "NotAllowedByListeners",
+                   f"no listener of {name} allows {route.KIND}s from namespace {route.namespace!r}")
+        return False
+    for lst in admitting:
+        lst.count(route)
+    valid = [lst for lst in admitting if lst.usable]
+    if not valid:
+        names = ", ".join(lst.name for lst in admitting)
+        parent.set(ACCEPTED, False, "NoMatchingParent", f"listeners of {name} not valid: {names}")
+        return False
+    matches: list[tuple[ListenerState, tuple[str, ...]]] = []
+    for lst in valid:
+        hosts = intersect(lst.spec.hostname, route.spec.hostnames)
+        if hosts:
+            matches.append((lst, hosts))
+    if not matches:
+        parent.set(ACCEPTED, False, "NoMatchingListenerHostname",
+                   f"no hostname of the route matches a listener hostname of {name}")
+        return False
+    if not route_ir.rules:
+        parent.set(ACCEPTED, False, "UnsupportedValue", "no valid rule: " + "; ".join(dropped))
+        return False
+    for lst, hosts in matches:
+        lst.attach(route_ir.ref, hosts)
+    parent.set(ACCEPTED, True, "Accepted")
+    return True
+
+
+def _wanted(ref: ParentRef) -> str:
+    if ref.section_name is not None and ref.port is not None:
+        return f"listener {ref.section_name!r} on port {ref.port}"
+    if ref.section_name is not None:
+        return f"listener {ref.section_name!r}"
+    if ref.port is not None:
+        return f"listener on port {ref.port}"
+    return "listener"
+
+
+def _refs_condition(parent: ParentStatus, problems: list[Problem]) -> None:
+    if not problems:
+        parent.set(RESOLVED_REFS, True, "ResolvedRefs")
+    else:
+        parent.set(RESOLVED_REFS, False, problems[0].reason,
+                   "; ".join(dict.fromkeys(p.message for p in problems)))
+
+
+# --- hostnames ---------------------------------------------------------------------
+
+
+def intersect(listener: str | None, route_hosts: tuple[str, ...]) -> tuple[str, ...]:
+    """The hostnames a route serves on a listener (Gateway API hostname matching).
+
+    No listener hostname: the route's hostnames as they are. No route
+    hostnames: the listener's (or ``ir.ANY_HOST``). Both: each pair that
+    overlaps gives the more specific of the two, e.g. listener ``*.example.com``
+    and route ``foo.example.com`` give ``foo.example.com``; ``*.example.com``
+    matches any number of labels in front of ``example.com`` but not
+    ``example.com`` itself.
+    """
+    if not route_hosts:
+        return (listener or ir.ANY_HOST,)
+    if not listener:
+        return tuple(dict.fromkeys(route_hosts))
+    found = (_overlap(listener, host) for host in route_hosts)
+    return tuple(dict.fromkeys(h for h in found if h))
+
+
+def _overlap(a: str, b: str) -> str:
+    if a == b:
+        return a
+    a_wild, b_wild = a.startswith("*."), b.startswith("*.")
+    if a_wild and b_wild:
+        longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+        return longer if longer[1:].endswith(shorter[1:]) else ""
+    if a_wild:
+        return b if b.endswith(a[1:]) else ""
+    if b_wild:
+        return a if a.endswith(b[1:]) else ""
+    return ""
+
+
+# --- rules ---------------------------------------------------------------------------
+
+
+def _rules(
+    route: r.HTTPRoute, resolver: BackendResolver
+) -> tuple[list[ir.Rule], list[str], list[Problem]]:
+    """The route's valid rules, why others were dropped, and unresolved refs."""
+    rules: list[ir.Rule] = []
+    dropped: list[str] = []
+    problems: list[Problem] = []
+    for index, rule in enumerate(route.spec.rules):
+        filters = [f.type for f in rule.filters]
+        filters += [f.type for ref in rule.backend_refs for f in ref.filters]
+        if filters:
+            kinds = ", ".join(dict.fromkeys(filters))
+            dropped.append(f"rule {index}: filters are not supported yet ({kinds})")
+            continue
+        backends = []
+        for ref in rule.backend_refs:
+            backend, problem = resolver.resolve(route, ref)
+            backends.append(backend)
+            if problem:
+                problems.append(problem)
+        timeout = rule.timeouts.request if rule.timeouts else None
+        rules.append(ir.Rule(
+            index=index,
+            name=rule.name or "",
+            matches=tuple(_match(m) for m in rule.matches) or (DEFAULT_MATCH,),
+            backends=tuple(backends),
+            timeout_ms=duration_ms(timeout) if timeout else 0,
+        ))
+    return rules, dropped, problems
+
+
+def _match(m: r.HTTPRouteMatch) -> ir.RouteMatch:
+    # Repeated names: the spec says only the first entry counts. Header names
+    # are case-insensitive, query parameter names are not.
+    headers: dict[str, ir.HeaderMatch] = {}
+    for h in m.headers:
+        headers.setdefault(h.name.lower(), ir.HeaderMatch(name=h.name.lower(), value=h.value, type=h.type))
+    query: dict[str, ir.QueryMatch] = {}
+    for q in m.query_params:
+        query.setdefault(q.name, ir.QueryMatch(name=q.name, value=q.value, type=q.type))
+    return ir.RouteMatch(
+        path=ir.PathMatch(type=m.path.type, value=m.path.value),
+        method=m.method or "",
+        headers=tuple(headers.values()),
+        query=tuple(query.values()),
+    )
+
+
+def _epoch(ts: datetime.datetime | None) -> float | None:
+    if ts is None:
+        return None
+    if ts.tzinfo is None:  # YAML timestamps without a zone are UTC in Kubernetes
+        ts = ts.replace(tzinfo=datetime.timezone.utc)
+    return ts.timestamp()

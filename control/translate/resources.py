@@ -1,0 +1,320 @@
+"""Typed Kubernetes resources: the vocabulary translate() reads.
+
+Rules:
+
+* One frozen msgspec Struct per kind, declaring only the fields FluxGate
+  reads. Everything else (``status``, ``managedFields``, annotations, fields of
+  later API versions) is dropped on conversion. Two versions of an object that
+  differ only in dropped fields compare equal, which is how the cache knows a
+  change does not matter.
+* Field names are the Python spelling of the API's camelCase (``rename``), so
+  ``msgspec.convert`` both types and names the input, and its errors name the
+  field as the user wrote it (``spec.listeners[0].port``).
+* Defaults are the API's defaults (``PathPrefix`` "/", weight 1, ``from: Same``),
+  so translate never re-implements defaulting. Structural checks that a CRD
+  schema expresses as CEL rules live in ``validation.py``.
+* ``metadata.namespace`` is already defaulted ("default", or "" for
+  cluster-scoped kinds) by the time a resource exists.
+
+To support a new kind: add its Struct here and register it in
+``validation.KINDS``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Optional
+
+import msgspec
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+_S = dict(frozen=True, rename="camel", forbid_unknown_fields=False)
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Weight = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+HTTPMethod = Literal[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"
+]
+
+
+class ObjectKey(NamedTuple):
+    """The identity of an object; ``namespace`` is "" for cluster-scoped kinds."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind} {self.namespace}/{self.name}"
+        return f"{self.kind} {self.name}"
+
+
+class ObjectMeta(msgspec.Struct, **_S):
+    name: str
+    namespace: str = ""
+    labels: dict[str, str] = {}
+    creation_timestamp: Optional[datetime.datetime] = None
+    generation: int = 0
+
+
+class Resource(msgspec.Struct, **_S):
+    """Base of every typed object."""
+
+    KIND: ClassVar[str] = ""
+
+    metadata: ObjectMeta
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(self.KIND, self.metadata.namespace, self.metadata.name)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+
+# --- shared ------------------------------------------------------------------------
+
+
+class LabelSelectorRequirement(msgspec.Struct, **_S):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+
+class LabelSelector(msgspec.Struct, **_S):
+    match_labels: dict[str, str] = {}
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+
+# --- GatewayClass ----------------------------------------------------------------
+
+
+class GatewayClassSpec(msgspec.Struct, **_S):
+    controller_name: str
+    parameters_ref: Optional[dict[str, Any]] = None
+    description: str = ""
+
+
+class GatewayClass(Resource, **_S):
+    KIND: ClassVar[str] = "GatewayClass"
+    spec: GatewayClassSpec
+
+
+# --- Gateway -----------------------------------------------------------------------
+
+
+class RouteGroupKind(msgspec.Struct, **_S):
+    kind: str
+    group: str = GATEWAY_GROUP
+
+
+class RouteNamespaces(msgspec.Struct, **_S):
+    from_: Literal["All", "Same", "Selector"] = "Same"
+    selector: Optional[LabelSelector] = None
+
+
+class AllowedRoutes(msgspec.Struct, **_S):
+    namespaces: RouteNamespaces = RouteNamespaces()
+    kinds: tuple[RouteGroupKind, ...] = ()
+
+
+class Listener(msgspec.Struct, **_S):
+    name: str
+    port: Port
+    protocol: str
+    hostname: Optional[str] = None
+    tls: Optional[dict[str, Any]] = None
+    allowed_routes: AllowedRoutes = AllowedRoutes()
+
+
+class GatewayAddress(msgspec.Struct, **_S):
+    value: str
+    type: str = "IPAddress"
+
+
+class GatewaySpec(msgspec.Struct, **_S):
+    gateway_class_name: str
+    listeners: tuple[Listener, ...]
+    addresses: tuple[GatewayAddress, ...] = ()
+
+
+class Gateway(Resource, **_S):
+    KIND: ClassVar[str] = "Gateway"
+    spec: GatewaySpec
+
+
+# --- HTTPRoute ---------------------------------------------------------------------
+
+
+class ParentReference(msgspec.Struct, **_S):
+    name: str
+    group: str = GATEWAY_GROUP
+    kind: str = "Gateway"
+    namespace: Optional[str] = None
+    section_name: Optional[str] = None
+    port: Optional[Port] = None
+
+
+class HTTPPathMatch(msgspec.Struct, **_S):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
+    value: str = "/"
+
+
+class HTTPHeaderMatch(msgspec.Struct, **_S):
+    name: str
+    value: str
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+
+
+class HTTPQueryParamMatch(msgspec.Struct, **_S):
+    name: str
+    value: str
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+
+
+class HTTPRouteMatch(msgspec.Struct, **_S):
+    path: HTTPPathMatch = HTTPPathMatch()
+    headers: tuple[HTTPHeaderMatch, ...] = ()
+    query_params: tuple[HTTPQueryParamMatch, ...] = ()
+    method: Optional[HTTPMethod] = None
+
+
+class HTTPRouteFilter(msgspec.Struct, **_S):
+    """A filter, kept as written: its type plus the member for that type."""
+
+    type: str
+    request_header_modifier: Optional[dict[str, Any]] = None
+    response_header_modifier: Optional[dict[str, Any]] = None
+    request_mirror: Optional[dict[str, Any]] = None
+    request_redirect: Optional[dict[str, Any]] = None
+    url_rewrite: Optional[dict[str, Any]] = None
+    cors: Optional[dict[str, Any]] = None
+    extension_ref: Optional[dict[str, Any]] = None
+
+
+class HTTPBackendRef(msgspec.Struct, **_S):
+    name: str
+    group: str = ""
+    kind: str = "Service"
+    namespace: Optional[str] = None
+    port: Optional[Port] = None
+    weight: Weight = 1
+    filters: tuple[HTTPRouteFilter, ...] = ()
+
+
+class HTTPRouteTimeouts(msgspec.Struct, **_S):
+    request: Optional[str] = None
+    backend_request: Optional[str] = None
+
+
+class HTTPRouteRule(msgspec.Struct, **_S):
+    name: Optional[str] = None
+    matches: tuple[HTTPRouteMatch, ...] = ()
+    filters: tuple[HTTPRouteFilter, ...] = ()
+    backend_refs: tuple[HTTPBackendRef, ...] = ()
+    timeouts: Optional[HTTPRouteTimeouts] = None
+
+
+class HTTPRouteSpec(msgspec.Struct, **_S):
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    # The CRD's default: one rule matching every path, with no backend (500).
+    rules: tuple[HTTPRouteRule, ...] = (HTTPRouteRule(),)
+
+
+class HTTPRoute(Resource, **_S):
+    KIND: ClassVar[str] = "HTTPRoute"
+    spec: HTTPRouteSpec = HTTPRouteSpec()
+
+
+# --- ReferenceGrant --------------------------------------------------------------
+
+
+class ReferenceGrantFrom(msgspec.Struct, **_S):
+    group: str
+    kind: str
+    namespace: str
+
+
+class ReferenceGrantTo(msgspec.Struct, **_S):
+    group: str
+    kind: str
+    name: Optional[str] = None
+
+
+class ReferenceGrantSpec(msgspec.Struct, **_S):
+    from_: tuple[ReferenceGrantFrom, ...]
+    to: tuple[ReferenceGrantTo, ...]
+
+
+class ReferenceGrant(Resource, **_S):
+    KIND: ClassVar[str] = "ReferenceGrant"
+    spec: ReferenceGrantSpec
+
+
+# --- core: Namespace, Service, EndpointSlice -------------------------------------
+
+
+class Namespace(Resource, **_S):
+    KIND: ClassVar[str] = "Namespace"
+
+
+class ServicePort(msgspec.Struct, **_S):
+    port: Port
+    name: str = ""
+    protocol: str = "TCP"
+    target_port: Optional[int | str] = None
+    app_protocol: Optional[str] = None
+
+
+class ServiceSpec(msgspec.Struct, **_S):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
+    ports: Optional[tuple[ServicePort, ...]] = None
+    external_name: str = ""
+
+
+class Service(Resource, **_S):
+    KIND: ClassVar[str] = "Service"
+    spec: ServiceSpec = ServiceSpec()
+
+    @property
+    def ports(self) -> tuple[ServicePort, ...]:
+        return self.spec.ports or ()
+
+
+class EndpointConditions(msgspec.Struct, **_S):
+    ready: Optional[bool] = None
+    serving: Optional[bool] = None
+    terminating: Optional[bool] = None
+
+
+class SliceEndpoint(msgspec.Struct, **_S):
+    addresses: tuple[str, ...]
+    conditions: EndpointConditions = EndpointConditions()
+
+
+class EndpointPort(msgspec.Struct, **_S):
+    name: Optional[str] = None
+    port: Optional[Port] = None
+    protocol: str = "TCP"
+    app_protocol: Optional[str] = None
+
+
+class EndpointSlice(Resource, **_S):
+    KIND: ClassVar[str] = "EndpointSlice"
+    address_type: Literal["IPv4", "IPv6", "FQDN"]
+    # The API server writes ``null`` for an empty list here.
+    endpoints: Optional[tuple[SliceEndpoint, ...]] = None
+    ports: Optional[tuple[EndpointPort, ...]] = None
+
+    @property
+    def service_name(self) -> str:
+        return self.metadata.labels.get(SERVICE_NAME_LABEL, "")

@@ -1,0 +1,107 @@
+"""The objects one translation reads, indexed for the lookups translators make.
+
+Rules:
+
+* Built once per translate() call from the cache's objects, then read-only.
+* Every listing is sorted by key, so translators that iterate produce output
+  (and status) in a deterministic order.
+* Lookups answer questions the API defines rather than expose raw objects:
+  the labels of a namespace (including the ``kubernetes.io/metadata.name`` label
+  the API server sets on every namespace, so selectors on it work even without
+  Namespace objects), whether a ReferenceGrant permits a reference, which
+  EndpointSlices belong to a Service.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable
+
+from control.translate import resources as r
+from control.translate.resources import ObjectKey
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+class Store:
+    def __init__(self, objects: Iterable[r.Resource]) -> None:
+        ordered = sorted(objects, key=lambda o: o.key)
+        self.gateway_classes: dict[str, r.GatewayClass] = {}
+        self.gateways: dict[ObjectKey, r.Gateway] = {}
+        self.http_routes: dict[ObjectKey, r.HTTPRoute] = {}
+        self.services: dict[tuple[str, str], r.Service] = {}
+        self.namespaces: dict[str, r.Namespace] = {}
+        self._slices: dict[tuple[str, str], list[r.EndpointSlice]] = defaultdict(list)
+        self._grants: dict[str, list[r.ReferenceGrant]] = defaultdict(list)
+        for obj in ordered:
+            if isinstance(obj, r.GatewayClass):
+                self.gateway_classes[obj.name] = obj
+            elif isinstance(obj, r.Gateway):
+                self.gateways[obj.key] = obj
+            elif isinstance(obj, r.HTTPRoute):
+                self.http_routes[obj.key] = obj
+            elif isinstance(obj, r.Service):
+                self.services[(obj.namespace, obj.name)] = obj
+            elif isinstance(obj, r.EndpointSlice):
+                if obj.service_name:
+                    self._slices[(obj.namespace, obj.service_name)].append(obj)
+            elif isinstance(obj, r.ReferenceGrant):
+                self._grants[obj.namespace].append(obj)
+            elif isinstance(obj, r.Namespace):
+                self.namespaces[obj.name] = obj
+
+    def endpoint_slices(self, namespace: str, service: str) -> list[r.EndpointSlice]:
+        """The slices labelled ``kubernetes.io/service-name: service``, by name."""
+        return self._slices.get((namespace, service), [])
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        obj = self.namespaces.get(namespace)
+        labels = dict(obj.metadata.labels) if obj else {}
+        labels[NAMESPACE_NAME_LABEL] = namespace
+        return labels
+
+    def reference_permitted(
+        self,
+        *,
+        from_group: str,
+        from_kind: str,
+        from_namespace: str,
+        to_group: str,
+        to_kind: str,
+        to_namespace: str,
+        to_name: str,
+    ) -> bool:
+        """Whether a reference across namespaces is allowed by a ReferenceGrant
+        in the target's namespace (same-namespace references always are)."""
+        if from_namespace == to_namespace:
+            return True
+        for grant in self._grants.get(to_namespace, ()):
+            if not any(
+                f.group == from_group and f.kind == from_kind and f.namespace == from_namespace
+                for f in grant.spec.from_
+            ):
+                continue
+            if any(
+                t.group == to_group and t.kind == to_kind and t.name in (None, "", to_name)
+                for t in grant.spec.to
+            ):
+                return True
+        return False
+
+
+def selector_matches(selector: r.LabelSelector, labels: dict[str, str]) -> bool:
+    """Kubernetes label selector semantics (an empty selector matches everything)."""
+    for key, value in selector.match_labels.items():
+        if labels.get(key) != value:
+            return False
+    for req in selector.match_expressions:
+        present = req.key in labels
+        if req.operator == "In" and not (present and labels[req.key] in req.values):
+            return False
+        if req.operator == "NotIn" and present and labels[req.key] in req.values:
+            return False
+        if req.operator == "Exists" and not present:
+            return False
+        if req.operator == "DoesNotExist" and present:
+            return False
+    return True

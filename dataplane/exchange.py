@@ -1,0 +1,244 @@
+"""One request's journey: choose an endpoint, send, relay the response, finish.
+
+An Exchange is created by the downstream protocol when a request's headers
+are complete, and is *done* when both its request has been read to the end
+and its response has been written (``_maybe_done``); only then may the
+downstream connection start the next pipelined request. That ordering is what
+keeps responses in request order and framing intact.
+
+Failure rules (what the client sees):
+* no endpoint in the cluster                        → 503
+* connect refused / timed out                       → next endpoint, then 502
+* upstream closed before a response, request without body
+                                                    → retried on a fresh
+                                                      connection, then 502
+* upstream invalid or closed mid-response           → client connection closed
+                                                      (a truncated response must
+                                                      never look complete)
+* route timeout before the response                 → 504
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from dataplane import responses
+from dataplane.upstream.connection import UpstreamConnection
+
+log = logging.getLogger("fluxgate.exchange")
+
+MAX_ATTEMPTS = 3
+BODY_BUFFER_LIMIT = 64 * 1024  # buffered before an upstream is attached; then pause reading
+
+
+class Exchange:
+    __slots__ = (
+        "proto", "head", "keep_alive", "http10", "head_only", "chunked", "replayable",
+        "cluster", "endpoint", "attempts", "local", "body", "body_bytes", "conn",
+        "started", "req_done", "resp_done", "response_started", "timer", "timeout", "dead",
+    )
+
+    def __init__(self, proto, head: bytes, keep_alive: bool, http10: bool, head_only: bool,
+                 chunked: bool, replayable: bool, cluster=None, endpoint=None,
+                 local: bytes | None = None, timeout: float = 0.0) -> None:
+        self.proto = proto
+        self.head = head  # request line + headers for the upstream
+        self.keep_alive = keep_alive
+        self.http10 = http10
+        self.head_only = head_only
+        self.chunked = chunked  # re-frame the request body as chunked upstream
+        self.replayable = replayable  # no body: safe to send again on a fresh connection
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.attempts = 0
+        self.local = local  # a response the gateway makes itself, or None
+        self.body: list[bytes] = []  # framed body chunks not yet sent
+        self.body_bytes = 0
+        self.conn = None
+        self.started = False
+        self.req_done = False
+        self.resp_done = False
+        self.response_started = False
+        self.timer = None
+        self.timeout = timeout
+        self.dead = False  # the downstream connection is gone
+
+    # --- starting ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self.started = True
+        if self.local is not None:
+            self.proto.write(self.local)
+            self.response_started = True
+            self._response_finished()
+            return
+        if self.timeout > 0:
+            self.timer = self.proto.loop.call_later(self.timeout, self._timed_out)
+        self._send(fresh=False)
+
+    def _send(self, fresh: bool) -> None:
+        ep = self.endpoint
+        key = (ep.address, ep.port)
+        conn = None if fresh else self.proto.worker.pool.acquire(key)
+        if conn is not None:
+            self._attach(conn)
+        else:
+            self.proto.loop.create_task(self._connect(key))
+
+    async def _connect(self, key: tuple[str, int]) -> None:
+        worker = self.proto.worker
+        try:
+            _, conn = await asyncio.wait_for(
+                self.proto.loop.create_connection(
+                    lambda: UpstreamConnection(worker.pool, key), key[0], key[1]
+                ),
+                worker.settings.upstream_connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            if self.dead or self.resp_done:
+                return
+            self.attempts += 1
+            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else exc.strerror or str(exc)
+            log.warning("upstream connect failed", extra={"fields": {
+                "upstream": f"{key[0]}:{key[1]}", "cluster": self.cluster.name, "error": reason}})
+            if self.attempts < MAX_ATTEMPTS:
+                nxt = self.cluster.pick(skip=self.endpoint)
+                if nxt is not None:
+                    self.endpoint = nxt
+                    self._send(fresh=True)
+                    return
+            self._fail(502)
+            return
+        worker.pool.opened += 1
+        if self.dead or self.resp_done:
+            worker.pool.release(conn)
+            return
+        self._attach(conn)
+
+    def _attach(self, conn) -> None:
+        self.conn = conn
+        body = self.body
+        if body:
+            data = self.head + b"".join(body)
+            body.clear()
+            if self.body_bytes > BODY_BUFFER_LIMIT:
+                self.proto.unblock_reading(self.proto.BLOCK_BODY)
+            self.body_bytes = 0
+        else:
+            data = self.head
+        conn.attach(self, data)
+
+    # --- request body (from the downstream parser) --------------------------------
+
+    def body_chunk(self, chunk: bytes) -> None:
+        if self.resp_done:
+            return  # the response is over; the rest of the body is read and dropped
+        if self.chunked:
+            chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        if self.conn is not None:
+            self.conn.write(chunk)
+        else:
+            self.body.append(chunk)
+            self.body_bytes += len(chunk)
+            if self.body_bytes > BODY_BUFFER_LIMIT:
+                self.proto.block_reading(self.proto.BLOCK_BODY)
+
+    def request_finished(self) -> None:
+        self.req_done = True
+        if self.resp_done:
+            self.proto.exchange_done(self)
+        elif self.chunked:
+            self.body_chunk(b"")  # frames as "0\r\n\r\n": the last chunk
+
+    # --- response (from the upstream connection) -----------------------------------
+
+    def connection_header(self) -> bytes:
+        """The downstream Connection header for this response ("" if implied)."""
+        if not self.keep_alive or self.proto.closing_after_response():
+            self.keep_alive = False
+            return b"connection: close\r\n\r\n"
+        return b"connection: keep-alive\r\n\r\n" if self.http10 else b"\r\n"
+
+    def downstream_write(self, data: bytes) -> None:
+        if not self.dead:
+            self.proto.write(data)
+
+    def response_done(self, conn, reusable: bool) -> None:
+        self.conn = None
+        if reusable and self.req_done:
+            self.proto.worker.pool.release(conn)
+        else:
+            conn.close()
+        self._response_finished()
+
+    def _response_finished(self) -> None:
+        self.resp_done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        # Done only when the request was read to its end too; if the response
+        # came first (a 404, an early 413), the rest of the body is read and
+        # dropped, then request_finished() completes the exchange.
+        if self.req_done:
+            self.proto.exchange_done(self)
+
+    def upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self.proto.block_reading(self.proto.BLOCK_UPSTREAM)
+        else:
+            self.proto.unblock_reading(self.proto.BLOCK_UPSTREAM)
+
+    # --- failures ---------------------------------------------------------------
+
+    def upstream_failed(self, conn, reason: str) -> None:
+        """The upstream connection died or sent garbage before the response ended."""
+        self.conn = None
+        conn.close()
+        if self.dead or self.resp_done:
+            return
+        if self.response_started:
+            log.warning("upstream failed mid-response", extra={"fields": {
+                "cluster": self.cluster.name, "error": reason}})
+            self.resp_done = True
+            self.proto.abort()
+            return
+        self.attempts += 1
+        # A pooled connection may have been closed by the upstream just as we
+        # sent on it: replay a body-less request once more on a fresh one.
+        if self.replayable and self.attempts < MAX_ATTEMPTS and conn.uses > 1:
+            self._send(fresh=True)
+            return
+        log.warning("upstream failed", extra={"fields": {
+            "cluster": self.cluster.name, "upstream": f"{conn.key[0]}:{conn.key[1]}", "error": reason}})
+        self._fail(502)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.resp_done or self.dead:
+            return
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        if self.response_started:
+            self.resp_done = True
+            self.proto.abort()
+        else:
+            self._fail(504)
+
+    def _fail(self, status: int) -> None:
+        close = not self.keep_alive or self.proto.closing_after_response()
+        self.keep_alive = not close
+        self.proto.write(responses.error(status, close, self.head_only))
+        self.response_started = True
+        self._response_finished()
+
+    def abandon(self) -> None:
+        """The downstream connection is gone: release everything at once."""
+        self.dead = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()

@@ -1,0 +1,73 @@
+"""Header rules shared by both directions of the proxy.
+
+Hop-by-hop headers (RFC 9110 7.6.1) describe one connection, not the message:
+they are never forwarded, in either direction, and neither is any header a
+``Connection`` header nominates. ``Transfer-Encoding`` and ``Content-Length``
+are framing: the proxy re-frames each hop itself, so they are handled by the
+code that frames, not copied blindly.
+"""
+
+from __future__ import annotations
+
+# Lower-case names. Framing headers are listed apart: they are consumed, then
+# re-emitted by the framer.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+FRAMING = frozenset({b"transfer-encoding", b"content-length"})
+# Headers the proxy consumes or sets itself on the request side.
+REQUEST_SPECIAL = HOP_BY_HOP | {
+    b"host",
+    b"transfer-encoding",
+    b"content-length",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+}
+RESPONSE_SPECIAL = HOP_BY_HOP | {b"transfer-encoding"}
+
+
+def nominated(value: bytes) -> set[bytes]:
+    """Header names a Connection header value nominates (lower-case)."""
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+# --- classification, cached by the exact bytes of the name ---------------------
+# Header names repeat endlessly (same clients, same upstreams), so the hot path
+# asks one dict instead of lower-casing and testing each name. The caches are
+# bounded: a client inventing names cannot grow them without limit.
+
+PASS, HOST, XFF, TE, CONNECTION, LENGTH, DROP = range(7)
+_REQUEST_CODES = {
+    b"host": HOST, b"x-forwarded-for": XFF, b"transfer-encoding": TE,
+    b"connection": CONNECTION, b"content-length": LENGTH,
+}
+_RESPONSE_CODES = {b"transfer-encoding": TE, b"connection": CONNECTION, b"content-length": LENGTH}
+_CACHE_LIMIT = 4096
+request_class: dict[bytes, int] = {}
+response_class: dict[bytes, int] = {}
+
+
+def classify_request(name: bytes) -> int:
+    lname = name.lower()
+    code = _REQUEST_CODES.get(lname, DROP if lname in REQUEST_SPECIAL else PASS)
+    if len(request_class) < _CACHE_LIMIT:
+        request_class[name] = code
+    return code
+
+
+def classify_response(name: bytes) -> int:
+    lname = name.lower()
+    code = _RESPONSE_CODES.get(lname, DROP if lname in RESPONSE_SPECIAL else PASS)
+    if len(response_class) < _CACHE_LIMIT:
+        response_class[name] = code
+    return code

@@ -1,0 +1,325 @@
+"""The downstream HTTP/1.1 connection: the httptools parser's callback target.
+
+State by lifetime:
+* process    - ``worker`` (router, pool, settings), ``loop``, ``listener``
+* connection - transport, parser, client address, the exchange being proxied
+               (``active``), pipelined exchanges waiting (``queue``), what
+               blocks reading (``_blocked``), ``idle_since``
+* request    - url, headers, the exchange being parsed (``current``); reset
+               in exactly one place, ``on_message_begin``
+
+Theory of operation: bytes go to the parser; callbacks collect the request
+line and headers; on headers complete the request is routed and an Exchange
+is made (or a local response such as 404). Exchanges start in request order:
+the first one after ``feed_data`` returns (so a small request's head and body
+reach the upstream in one write), the next one when the previous is done.
+Responses are written by the upstream side straight to this transport.
+
+Reading is paused while anything in ``_blocked`` is set: the upstream is not
+keeping up with the request body, a body is buffering before its upstream
+connection exists, or too many pipelined requests are queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+import httptools
+
+from dataplane import responses
+from dataplane.exchange import Exchange
+from dataplane import headers as hdr
+from dataplane.headers import nominated
+
+log = logging.getLogger("fluxgate.protocol")
+
+MAX_PIPELINE = 16
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+
+
+class HttpProtocol(asyncio.Protocol):
+    BLOCK_UPSTREAM = 1
+    BLOCK_BODY = 2
+    BLOCK_PIPELINE = 4
+
+    def __init__(self, worker, listener: str) -> None:
+        # process
+        self.worker = worker
+        self.loop = worker.loop
+        self.listener = listener
+        self.scheme = b"http"
+        # connection
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client = b""
+        self.active: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.idle_since = time.monotonic()
+        self._blocked = 0
+        self._write_paused = False
+        self._closed = False
+        self._parse_error = False
+        self._vh_router = self._vh_host = self._vh = None  # the last Host's virtual host
+        # request
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.current: Exchange | None = None
+
+    # --- connection -------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0].encode() if peer else b""
+        self.worker.connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self._closed = True
+        self.worker.connections.discard(self)
+        if self.active is not None:
+            self.active.abandon()
+        for ex in self.queue:
+            ex.abandon()
+        self.queue.clear()
+        self.active = self.current = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Tunnels (WebSocket) come later: answer this request, then close,
+            # since the bytes after it are not HTTP.
+            self._parse_error = True
+            if self.current is not None:
+                self.current.keep_alive = False
+                if not self.current.req_done:
+                    self.current.request_finished()
+            self.block_reading(self.BLOCK_PIPELINE)
+        except httptools.HttpParserError as exc:
+            self._bad_request(exc)
+        active = self.active
+        if active is not None and not active.started:
+            active.start()
+
+    def _bad_request(self, exc: Exception) -> None:
+        # Never parse past a framing error: answer 400 in order, then close.
+        self._parse_error = True
+        self.block_reading(self.BLOCK_PIPELINE)
+        log.info("bad request", extra={"fields": {"client": self.client.decode(), "error": str(exc)}})
+        bad = Exchange(self, b"", False, False, False, False, False, None, None, responses.error(400, True))
+        bad.req_done = True
+        broken, self.current = self.current, None
+        if broken is None or broken.req_done:
+            self._enqueue(bad)  # the error lies between requests
+        elif broken is self.active:
+            # Part of it may have reached the upstream: that connection is void.
+            if broken.response_started:
+                self.abort()
+                return
+            was_started = broken.started
+            broken.abandon()
+            self.active = bad
+            if was_started:
+                bad.start()
+        else:
+            self.queue[self.queue.index(broken)] = bad
+
+    def write(self, data: bytes) -> None:
+        if not self._closed:
+            self.transport.write(data)
+
+    def abort(self) -> None:
+        """Close at once: a response is broken and must not look complete."""
+        if not self._closed:
+            self._closed = True
+            self.transport.abort()
+
+    def closing_after_response(self) -> bool:
+        return self.worker.draining or self._parse_error
+
+    # --- parser callbacks ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.current = None
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        worker = self.worker
+        worker.requests += 1
+        method = parser.get_method()
+        url = self.url
+        http10 = parser.get_http_version() == "1.0"
+        keep_alive = parser.should_keep_alive() and not (worker.draining or self._parse_error)
+        head_only = method == b"HEAD"
+        host = xff = conn = length = None
+        chunked = False
+        kept = []
+        classes = hdr.request_class
+        for name, value in self.headers:
+            code = classes.get(name)
+            if code is None:
+                code = hdr.classify_request(name)
+            if code == 0:  # hdr.PASS
+                kept.append(b"%s: %s\r\n" % (name, value))
+            elif code == hdr.HOST:
+                if host is not None:
+                    return self._local(400, keep_alive, http10, head_only)  # RFC 9112 3.2
+                host = value
+            elif code == hdr.XFF:
+                xff = value if xff is None else xff + b", " + value
+            elif code == hdr.TE:
+                chunked = True
+            elif code == hdr.CONNECTION:
+                conn = value
+            elif code == hdr.LENGTH:
+                length = value
+        if conn is not None and conn.lower() not in _PLAIN_CONNECTION:
+            drop = nominated(conn) - _PLAIN_CONNECTION
+            if drop:
+                kept = [h for h in kept if h.split(b":", 1)[0].lower() not in drop]
+        if host is None:
+            if not http10:
+                return self._local(400, keep_alive, http10, head_only)
+            host = b""
+        q = url.find(b"?")
+        path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])
+        if path[:1] != b"/":
+            if path == b"*" and method == b"OPTIONS":
+                path = b"*"
+            else:
+                try:
+                    parsed = httptools.parse_url(url)
+                except httptools.HttpParserInvalidURLError:
+                    return self._local(400, keep_alive, http10, head_only)
+                path, query = parsed.path or b"/", parsed.query or b""
+                url = path + (b"?" + query if query else b"")
+        hostkey = host.lower()
+        if hostkey[-1:] != b"]":
+            c = hostkey.rfind(b":")
+            if c >= 0:
+                hostkey = hostkey[:c]
+        router = worker.router
+        # Keep-alive clients repeat their Host: remember its virtual host for
+        # this generation, and skip the host lookup.
+        if router is self._vh_router and hostkey == self._vh_host:
+            vh = self._vh
+        else:
+            vh = router.vhost(self.listener, hostkey) if router is not None else None
+            self._vh_router, self._vh_host, self._vh = router, hostkey, vh
+        cand = vh.match(method, path, self.headers, query) if vh is not None else None
+        if cand is None:
+            return self._local(404, keep_alive, http10, head_only)
+        action = cand.action
+        cluster = action.choose()
+        if cluster is None:
+            return self._local(500, keep_alive, http10, head_only)
+        endpoint = cluster.pick()
+        if endpoint is None:
+            return self._local(503, keep_alive, http10, head_only)
+        head = b"".join((
+            method, b" ", url, b" HTTP/1.1\r\nhost: ", cluster.host_rewrite or host, b"\r\n",
+            *kept,
+            b"content-length: " + length + b"\r\n" if length is not None and not chunked else b"",
+            b"transfer-encoding: chunked\r\n" if chunked else b"",
+            b"x-forwarded-for: ", xff + b", " + self.client if xff else self.client,
+            b"\r\nx-forwarded-proto: ", self.scheme,
+            b"\r\nx-forwarded-host: ", host, b"\r\n\r\n",
+        ))
+        # Positional for speed: (proto, head, keep_alive, http10, head_only,
+        # chunked, replayable, cluster, endpoint, local, timeout)
+        self._enqueue(Exchange(
+            self, head, keep_alive, http10, head_only, chunked,
+            not chunked and (length is None or length == b"0"),
+            cluster, endpoint, None, action.timeout,
+        ))
+
+    def _local(self, status: int, keep_alive: bool, http10: bool, head_only: bool) -> None:
+        local = responses.error(status, not keep_alive, head_only)
+        self._enqueue(Exchange(self, b"", keep_alive, http10, head_only, False, False, None, None, local))
+
+    def _enqueue(self, ex: Exchange) -> None:
+        self.current = ex
+        if self.active is None:
+            self.active = ex
+        else:
+            self.queue.append(ex)
+            if len(self.queue) >= MAX_PIPELINE:
+                self.block_reading(self.BLOCK_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.current
+        if ex is not None:
+            ex.body_chunk(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.current
+        if ex is not None and not ex.req_done:
+            ex.request_finished()
+
+    # --- exchanges ----------------------------------------------------------------
+
+    def exchange_done(self, ex: Exchange) -> None:
+        """``ex`` was read to its end and answered: close, or start the next one."""
+        if ex is not self.active or self._closed:
+            return
+        if not ex.keep_alive:
+            self._closed = True
+            self.transport.close()  # flushes what is buffered, then closes
+            return
+        if self.queue:
+            self.active = nxt = self.queue.popleft()
+            if len(self.queue) < MAX_PIPELINE and not self._parse_error:
+                self.unblock_reading(self.BLOCK_PIPELINE)
+            nxt.start()
+        else:
+            self.active = None
+            self.idle_since = time.monotonic()
+
+    # --- flow control -------------------------------------------------------------
+
+    def block_reading(self, reason: int) -> None:
+        if not self._blocked and not self._closed:
+            self.transport.pause_reading()
+        self._blocked |= reason
+
+    def unblock_reading(self, reason: int) -> None:
+        was = self._blocked
+        self._blocked &= ~reason
+        if was and not self._blocked and not self._closed:
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        # The client reads slower than the upstream sends: stop reading upstream.
+        ex = self.active
+        if ex is not None and ex.conn is not None:
+            ex.conn.transport.pause_reading()
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        ex = self.active
+        if ex is not None and ex.conn is not None:
+            ex.conn.transport.resume_reading()
+
+    # --- worker housekeeping ---------------------------------------------------------
+
+    def is_idle(self) -> bool:
+        return self.active is None
+
+    def close_if_idle(self) -> bool:
+        if self.active is None and not self._closed:
+            self._closed = True
+            self.transport.close()
+            return True
+        return False

@@ -1,0 +1,44 @@
+"""Responses the gateway makes itself, prebuilt as bytes at import.
+
+Each is complete (status line, headers, short body) in a keep-alive and a
+close variant; the hot path only picks one. Bodies are short, plain text and
+say what happened, never internal detail.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+SERVER = b"fluxgate"
+
+_BODIES = {
+    400: b"bad request\n",
+    404: b"no route for this request\n",
+    408: b"request timeout\n",
+    413: b"request body too large\n",
+    500: b"no backend can serve this route\n",
+    502: b"upstream failed\n",
+    503: b"no healthy upstream\n",
+    504: b"upstream timed out\n",
+}
+
+
+def build(status: int, body: bytes, *, close: bool, extra: bytes = b"") -> bytes:
+    reason = HTTPStatus(status).phrase.encode()
+    return (
+        b"HTTP/1.1 %d %s\r\nserver: %s\r\ncontent-type: text/plain\r\n"
+        b"content-length: %d\r\n%sconnection: %s\r\n\r\n%s"
+        % (status, reason, SERVER, len(body), extra, b"close" if close else b"keep-alive", body)
+    )
+
+
+# status -> (keep-alive bytes, close bytes)
+PREBUILT = {s: (build(s, b, close=False), build(s, b, close=True)) for s, b in _BODIES.items()}
+
+
+def error(status: int, close: bool, head_only: bool = False) -> bytes:
+    """The prebuilt response for ``status``; headers only for HEAD requests."""
+    data = PREBUILT[status][close]
+    if head_only:
+        return data[: data.index(b"\r\n\r\n") + 4]
+    return data

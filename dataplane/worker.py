@@ -1,0 +1,197 @@
+"""A worker process: subscribe to the ring, serve the table, drain on SIGTERM.
+
+Theory of operation: the supervisor writes a byte to this worker's notify
+pipe after every publish; the worker then checks the ring header (a cheap
+seqlock read), pins and verifies the new generation, builds a ``Router`` and
+swaps it in between two events of the loop, so a request is routed wholly by
+one generation. A tick every ``heartbeat_interval`` also polls the ring (in
+case a byte was lost), heart-beats, and sweeps idle connections.
+
+The pipe doubles as a lifeline: EOF on it means the control process is gone,
+and an orphaned worker drains and exits instead of serving a stale table
+forever.
+
+Exit codes (the supervisor reads them):
+  0  drained and stopped as asked
+  3  cannot boot (bad settings, no ring): restarting will not help
+  4  lost the control process (orphaned)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import os
+import signal
+import sys
+import time
+
+import msgspec
+import uvloop
+
+from dataplane.listeners import Listeners
+from dataplane.router import Router
+from dataplane.upstream.pool import Pool
+from shm import codec, logfmt
+from shm.ring import RingError, RingReader
+from shm.schema import SCHEMA_VERSION, WorkerSettings
+
+log = logging.getLogger("fluxgate.worker")
+
+EXIT_OK = 0
+EXIT_BOOT = 3
+EXIT_ORPHAN = 4
+GC_THRESHOLD = 20000
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, notify_fd: int) -> None:
+        # process
+        self.settings = settings
+        self.notify_fd = notify_fd
+        self.loop = asyncio.get_event_loop()
+        self.reader = RingReader(settings.shard, settings.index, schema=SCHEMA_VERSION)
+        self.router: Router | None = None
+        self.pool = Pool(settings.upstream_keepalive, settings.upstream_idle_timeout)
+        self.listeners = Listeners(self)
+        self.connections: set = set()
+        self.requests = 0
+        self.draining = False
+        self.exit_code = EXIT_OK
+        self._refreshing = False
+        self._done = self.loop.create_future()
+
+    # --- table ------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Swap in a new generation if there is one (never two at once)."""
+        if self._refreshing or self.draining or not self.reader.changed():
+            return
+        self._refreshing = True
+        self.loop.create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        try:
+            snap = self.reader.acquire()
+            if snap is None:
+                return
+            table = codec.decode_index(snap.view)
+            router = Router(table, previous=self.router)
+            await self.listeners.sync(table.listeners)
+            # Swap, then let go of the old generation before reporting the new
+            # one: once the old Router is gone nothing refers to its slot.
+            self.router = router
+            del router, table, snap
+            self.reader.commit()
+            log.debug("serving generation", extra={"fields": {"generation": self.reader.generation}})
+        except (RingError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("cannot load table; still serving the previous one",
+                      extra={"fields": {"error": str(exc)}})
+        finally:
+            self._refreshing = False
+        if self.reader.changed():
+            self.refresh()
+
+    def _notified(self) -> None:
+        try:
+            data = os.read(self.notify_fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.remove_reader(self.notify_fd)
+            log.error("control process is gone; draining")
+            self.exit_code = EXIT_ORPHAN
+            self.drain()
+            return
+        self.refresh()
+
+    # --- housekeeping -------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self._done.done():
+            return
+        self.reader.requests = self.requests
+        self.reader.heartbeat()
+        now = time.monotonic()
+        self.pool.sweep(now)
+        limit = self.settings.keepalive_timeout
+        for conn in list(self.connections):
+            if conn.is_idle() and now - conn.idle_since > limit:
+                conn.close_if_idle()
+        self.refresh()
+        if self.router is not None and self.listeners.failed():
+            self.loop.create_task(self.listeners.sync(self.router.table.listeners))
+        self.loop.call_later(self.settings.heartbeat_interval, self._tick)
+
+    # --- stopping -------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop accepting, finish in-flight requests, stop within the deadline."""
+        if self.draining:
+            return
+        self.draining = True
+        self.listeners.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        deadline = time.monotonic() + self.settings.drain_seconds
+        self.loop.create_task(self._drain(deadline))
+
+    async def _drain(self, deadline: float) -> None:
+        while self.connections and time.monotonic() < deadline:
+            for conn in list(self.connections):
+                conn.close_if_idle()
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        self.pool.close_all()
+        if not self._done.done():
+            self._done.set_result(None)
+
+    async def run(self) -> int:
+        loop = self.loop
+        loop.add_signal_handler(signal.SIGTERM, self.drain)
+        loop.add_signal_handler(signal.SIGQUIT, self.drain)
+        os.set_blocking(self.notify_fd, False)
+        loop.add_reader(self.notify_fd, self._notified)
+        self.refresh()
+        loop.call_later(self.settings.heartbeat_interval, self._tick)
+        await self._done
+        self.reader.heartbeat()
+        return self.exit_code
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dataplane")
+    ap.add_argument("--settings", required=True, help="WorkerSettings as JSON")
+    ap.add_argument("--notify-fd", type=int, required=True)
+    args = ap.parse_args(argv)
+    # Ctrl-C in a terminal reaches the whole process group; the supervisor
+    # decides how workers stop, so they ignore SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        settings = msgspec.json.decode(args.settings, type=WorkerSettings)
+    except msgspec.DecodeError as exc:
+        print(f"fluxgate worker: bad --settings: {exc}", file=sys.stderr)
+        return EXIT_BOOT
+    logfmt.setup(f"worker-{settings.index}", settings.log_level, settings.log_format)
+    # Per-request objects are short-lived and acyclic once an exchange ends;
+    # the default gen-0 threshold (700) makes the collector run every few
+    # dozen requests. Freeze what start-up made and collect far less often.
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        try:
+            worker = Worker(settings, args.notify_fd)
+        except (RingError, OSError) as exc:
+            log.error("cannot start worker", extra={"fields": {"error": str(exc)}})
+            return EXIT_BOOT
+        return loop.run_until_complete(worker.run())
+    finally:
+        loop.close()

@@ -1,0 +1,182 @@
+"""The route table: the one contract between the control process and the workers.
+
+Rules that must stay true (workers of an older build may read a newer table
+during a rolling update, and the ring refuses a table of another major version):
+
+* Every Struct is ``frozen`` and ``array_like``: positional, compact, immutable.
+* Fields are only ever *appended*, always with a default. Never reorder, rename
+  or remove a field; bump ``SCHEMA_VERSION`` instead (the ring refuses a table
+  whose version differs from the reader's).
+* Tagged unions (path matches) carry their tag as the first array element.
+* The table is laid out for lazy decoding: ``Table`` is a small index whose
+  virtual hosts and clusters are ``msgspec.Raw`` blobs. A worker decodes the
+  index on every generation and a blob only when a request first touches it.
+
+Theory of operation: control compiles objects into a ``CompiledTable`` (plain
+Structs by name), ``codec.TableEncoder`` turns it into one ``Table`` message
+(re-using the encoded bytes of unchanged blobs), the ring carries the bytes,
+and ``codec.decode_index`` gives a worker the index with zero-copy ``Raw``
+references into the shared mapping.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+_S = dict(frozen=True, array_like=True, forbid_unknown_fields=False)
+
+
+# --- clusters: a backend (Service port) resolved to endpoints ----------------
+
+
+class Endpoint(msgspec.Struct, **_S):
+    address: str
+    port: int
+
+
+class Cluster(msgspec.Struct, **_S):
+    """Endpoints of one backend. ``name`` is ``namespace/service:port``."""
+
+    name: str
+    endpoints: tuple[Endpoint, ...] = ()
+    # Host header to send upstream, for ExternalName services ("" = keep).
+    host_rewrite: str = ""
+
+
+# --- matching ------------------------------------------------------------------
+
+
+class PathExact(msgspec.Struct, tag="Exact", **_S):
+    value: str
+
+
+class PathPrefix(msgspec.Struct, tag="PathPrefix", **_S):
+    """Segment-aware prefix, stored without a trailing slash ("/" stays "/")."""
+
+    value: str
+
+
+class PathRegex(msgspec.Struct, tag="RegularExpression", **_S):
+    value: str
+
+
+PathMatch = PathExact | PathPrefix | PathRegex
+
+
+class HeaderMatch(msgspec.Struct, **_S):
+    name: str  # lower-case
+    value: str
+    kind: str = "Exact"  # Exact | RegularExpression
+
+
+class QueryMatch(msgspec.Struct, **_S):
+    name: str
+    value: str
+    kind: str = "Exact"
+
+
+class Match(msgspec.Struct, **_S):
+    path: PathMatch
+    method: str = ""  # "" = any
+    headers: tuple[HeaderMatch, ...] = ()
+    query: tuple[QueryMatch, ...] = ()
+
+
+# --- actions -------------------------------------------------------------------
+
+
+class WeightedCluster(msgspec.Struct, **_S):
+    """A backendRef. ``cluster`` == "" means it could not be resolved (500)."""
+
+    cluster: str
+    weight: int = 1
+
+
+class Action(msgspec.Struct, **_S):
+    backends: tuple[WeightedCluster, ...] = ()
+    # What a request gets when no backend can be chosen: 500 for a rule whose
+    # backends are all unresolved or all weight 0 (Gateway API), else 503.
+    request_timeout_ms: int = 0
+
+
+class RouteEntry(msgspec.Struct, **_S):
+    """One match of one rule, in precedence order within its virtual host."""
+
+    match: Match
+    action: int  # index into VirtualHost.actions
+    source: str  # "kind/namespace/name#rule" for debugging and metrics
+
+
+class VirtualHost(msgspec.Struct, **_S):
+    name: str  # "listener-key|hostname"
+    entries: tuple[RouteEntry, ...] = ()
+    actions: tuple[Action, ...] = ()
+
+
+# --- the index -----------------------------------------------------------------
+
+
+class HostEntry(msgspec.Struct, **_S):
+    host: str  # exact "a.example.com" or wildcard "*.example.com" (lower-case)
+    vhost: int  # index into Table.vhosts
+
+
+class Listener(msgspec.Struct, **_S):
+    """One bound socket (address, port) and its host table."""
+
+    name: str  # "address:port"
+    address: str  # "" = FLUXGATE_BIND_ADDRESS
+    port: int
+    protocol: str = "HTTP"
+    exact: tuple[HostEntry, ...] = ()
+    # Wildcards, most specific (longest suffix) first.
+    wildcards: tuple[HostEntry, ...] = ()
+    default_vhost: int = -1  # for hosts matched by neither (listener without hostname)
+
+
+class BlobRef(msgspec.Struct, **_S):
+    name: str
+    digest: int  # crc32 of blob, lets a worker keep a decoded blob across generations
+    blob: msgspec.Raw
+
+
+class Table(msgspec.Struct, **_S):
+    schema: int
+    generation: int
+    listeners: tuple[Listener, ...] = ()
+    vhosts: tuple[BlobRef, ...] = ()  # each blob is a VirtualHost
+    clusters: tuple[BlobRef, ...] = ()  # each blob is a Cluster
+    created: float = 0.0
+    source: str = ""  # what this was compiled from (config path, "kubernetes")
+
+
+class CompiledTable(msgspec.Struct, frozen=True):
+    """What compile() returns: plain structs by name, before encoding."""
+
+    listeners: tuple[Listener, ...] = ()
+    vhosts: tuple[VirtualHost, ...] = ()  # Listener host entries index into this
+    clusters: tuple[Cluster, ...] = ()
+    source: str = ""
+
+
+# --- worker settings ------------------------------------------------------------
+
+
+class WorkerSettings(msgspec.Struct, frozen=True):
+    """What the supervisor hands a worker (validated by control/config.py)."""
+
+    shard: str
+    index: int
+    bind_address: str = "0.0.0.0"
+    ring_slots: int = 4
+    heartbeat_interval: float = 1.0
+    poll_interval: float = 0.005
+    drain_seconds: float = 30.0
+    keepalive_timeout: float = 75.0
+    upstream_connect_timeout: float = 5.0
+    upstream_keepalive: int = 64
+    upstream_idle_timeout: float = 60.0
+    log_level: str = "info"
+    log_format: str = "json"

@@ -1,0 +1,57 @@
+"""The import rule: control → shm ← dataplane. Enforced here, so CI runs it.
+
+dataplane never imports control (and never the Kubernetes client); control
+never imports dataplane (it starts workers as ``python -m dataplane``); shm
+imports only the standard library, msgspec and posix_ipc.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STDLIB = set(sys.stdlib_module_names)
+RULES = {
+    "shm": {"allowed": {"shm", "msgspec", "posix_ipc"}},
+    "dataplane": {"allowed": {"dataplane", "shm", "msgspec", "httptools", "uvloop", "posix_ipc"}},
+    "control": {"forbidden": {"dataplane"}},
+}
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module.split(".")[0]
+
+
+@pytest.mark.parametrize("package", sorted(RULES))
+def test_imports_follow_the_one_way_rule(package):
+    rule = RULES[package]
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files, f"no sources found for {package}"
+    bad = []
+    for f in files:
+        for line, top in _imports(f):
+            if top in STDLIB and "allowed" in rule:
+                continue
+            if "allowed" in rule and top not in rule["allowed"]:
+                bad.append(f"{f.relative_to(ROOT)}:{line} imports {top}")
+            if top in rule.get("forbidden", ()):
+                bad.append(f"{f.relative_to(ROOT)}:{line} imports {top}")
+    assert bad == []
+
+
+def test_imports_rule_check_catches_a_violation(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("import control.config\nfrom kubernetes import client\n")
+    tops = [top for _, top in _imports(bad)]
+    assert tops == ["control", "kubernetes"]
+    assert not set(tops) <= RULES["dataplane"]["allowed"]
