@@ -36,6 +36,7 @@ from typing import Any
 import msgspec
 
 from shm import schema
+from shm.codec import named
 from control import ir as irt
 
 _PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
@@ -177,20 +178,3 @@ def table_to_builtins(table: schema.CompiledTable) -> dict[str, Any]:
     """The compiled table as plain data keyed by field name (array_like structs
     encode positionally, which is unreadable in a golden file or /debug)."""
     return named(table)
-
-
-def named(value: Any) -> Any:
-    """Structs → dicts by field name (tagged ones with their tag as ``type``)."""
-    if isinstance(value, msgspec.Struct):
-        out: dict[str, Any] = {}
-        config = value.__struct_config__
-        if config.tag is not None:
-            out[config.tag_field] = config.tag
-        for field in value.__struct_fields__:
-            out[field] = named(getattr(value, field))
-        return out
-    if isinstance(value, (tuple, list)):
-        return [named(v) for v in value]
-    if isinstance(value, dict):
-        return {k: named(v) for k, v in value.items()}
-    return msgspec.to_builtins(value)

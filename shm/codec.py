@@ -95,20 +95,28 @@ def table_to_builtins(table: Table) -> dict:
         "generation": table.generation,
         "created": table.created,
         "source": table.source,
-        "listeners": msgspec.to_builtins(table.listeners),
-        "vhosts": [
-            {"name": r.name, "digest": r.digest, **_named(decode_vhost(r.blob))}
-            for r in table.vhosts
-        ],
-        "clusters": [
-            {"name": r.name, "digest": r.digest, **_named(decode_cluster(r.blob))}
-            for r in table.clusters
-        ],
+        "listeners": named(table.listeners),
+        "vhosts": [{"digest": r.digest, **named(decode_vhost(r.blob))} for r in table.vhosts],
+        "clusters": [{"digest": r.digest, **named(decode_cluster(r.blob))} for r in table.clusters],
     }
 
 
-def _named(struct: msgspec.Struct) -> dict:
-    """A struct as a dict keyed by field name (array_like encodes positionally)."""
-    return {
-        f: msgspec.to_builtins(getattr(struct, f)) for f in struct.__struct_fields__
-    }
+def named(value: Any) -> Any:
+    """Structs → dicts by field name (tagged ones with their tag as ``type``).
+
+    ``array_like`` structs encode positionally; people and golden files read
+    field names, so every dump goes through here.
+    """
+    if isinstance(value, msgspec.Struct):
+        out: dict[str, Any] = {}
+        config = value.__struct_config__
+        if config.tag is not None:
+            out[config.tag_field] = config.tag
+        for field in value.__struct_fields__:
+            out[field] = named(getattr(value, field))
+        return out
+    if isinstance(value, (tuple, list)):
+        return [named(v) for v in value]
+    if isinstance(value, dict):
+        return {k: named(v) for k, v in value.items()}
+    return msgspec.to_builtins(value)
