@@ -24,6 +24,10 @@ Rules (each is what makes torn reads impossible, not unlikely):
    ``prev`` only after it let go of every view into the old slot.
 6. A pin counts only while its worker is alive and heart-beating; the
    supervisor clears the entry of a worker it reaped.
+7. Shared memory is written one whole record per copy (``_store``), never with
+   ``struct.pack_into``: CPython zeroes the range before packing, and a reader
+   in that instant would see a pinned slot as free. Worker entries are written
+   and read under the lock, so none is ever seen half-written.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import re
 import struct
 import time
 import zlib
@@ -55,6 +60,7 @@ _WORKER_BEAT = struct.Struct("<dQ")  # heartbeat and requests, at +24
 _WORKERS_OFF = _SLOTS_OFF + MAX_SLOTS * _SLOT.size
 HEADER_BYTES = _WORKERS_OFF + MAX_WORKERS * _WORKER.size
 _U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
 
 
 class RingError(Exception):
@@ -120,6 +126,13 @@ def _map(name: str, size: int, *, create: bool = False, write: bool = False) -> 
         shm.close_fd()
 
 
+def _store(buf, off: int, st: struct.Struct, *values) -> None:
+    """Write ``values`` at ``off`` in one copy. Never ``st.pack_into`` on shared
+    memory: CPython zeroes the whole range first, so a concurrent reader sees
+    fields that are not changing (pid, slot, heartbeat, seq) as 0."""
+    buf[off : off + st.size] = st.pack(*values)
+
+
 def _unlink(name: str) -> None:
     try:
         posix_ipc.unlink_shared_memory(name)
@@ -170,7 +183,7 @@ class RingWriter:
         self._hdr = _map(_header_name(shard), HEADER_BYTES, create=True)
         self._lock_fd = _open_lock_fd(shard)
         self._lock = _Locked(self._lock_fd)
-        _HDR.pack_into(self._hdr, 0, MAGIC, LAYOUT, schema, 0, 0, 0, slots, 0, 0, os.getpid(), time.monotonic())
+        _store(self._hdr, 0, _HDR, MAGIC, LAYOUT, schema, 0, 0, 0, slots, 0, 0, os.getpid(), time.monotonic())
         self._slots: list[mmap.mmap | None] = [None] * slots
         self._sizes = [0] * slots
         self._incarnations = [0] * slots
@@ -206,11 +219,13 @@ class RingWriter:
             finally:
                 old.close()
             _unlink(name)
-        # Names a crashed writer may have left that the header no longer lists.
+        # Names a crashed writer may have left that the header no longer lists:
+        # exactly "<prefix>K.I" -- shard "a" must not touch shard "a.b"'s names.
         prefix = segment_prefix(self.shard)[1:]
+        mine = re.compile(re.escape(prefix) + r"[0-9]+\.[0-9]+")
         try:
             for entry in os.listdir("/dev/shm"):
-                if entry.startswith(prefix):
+                if mine.fullmatch(entry):
                     _unlink("/" + entry)
         except OSError:
             pass
@@ -231,16 +246,16 @@ class RingWriter:
         self._gen_in_slot[slot] = generation
         hdr = self._hdr
         seq = _U64.unpack_from(hdr, _SEQ_OFF)[0]
-        _U64.pack_into(hdr, _SEQ_OFF, seq + 1)  # odd: readers retry
-        _HDR.pack_into(
-            hdr, 0, MAGIC, LAYOUT, self.schema, seq + 1, generation, slot,
+        _store(hdr, _SEQ_OFF, _U64, seq + 1)  # odd: readers retry
+        _store(
+            hdr, 0, _HDR, MAGIC, LAYOUT, self.schema, seq + 1, generation, slot,
             self.nslots, len(data), checksum, os.getpid(), time.monotonic(),
         )
-        _SLOT.pack_into(
-            hdr, _SLOTS_OFF + slot * _SLOT.size,
+        _store(
+            hdr, _SLOTS_OFF + slot * _SLOT.size, _SLOT,
             self._incarnations[slot], 0, self._sizes[slot], generation,
         )
-        _U64.pack_into(hdr, _SEQ_OFF, seq + 2)  # even: consistent
+        _store(hdr, _SEQ_OFF, _U64, seq + 2)  # even: consistent
         self.generation = generation
         self.slot = slot
         self.published_at = time.monotonic()
@@ -257,15 +272,16 @@ class RingWriter:
         return min(free, key=lambda k: self._gen_in_slot[k])
 
     def pinned_slots(self) -> set[int]:
+        """Slots live workers pin. The caller holds the lock (rule 3)."""
         now = time.monotonic()
         pinned = set()
-        for e in self.workers():
+        for e in self._entries():
             if e.pid and now - e.heartbeat < self.hung_after and _pid_alive(e.pid):
                 pinned.update(k for k in (e.slot, e.prev) if k >= 0)
         return pinned
 
     def _slot_view(self, slot: int, length: int) -> memoryview:
-        if self._sizes[slot] < length:
+        if self._slots[slot] is None or self._sizes[slot] < length:
             size = max(MIN_SLOT_BYTES, self._sizes[slot] * 2)
             while size < length:
                 size *= 2
@@ -281,7 +297,7 @@ class RingWriter:
         return memoryview(self._slots[slot])
 
     def heartbeat(self) -> None:
-        struct.pack_into("<d", self._hdr, 56, time.monotonic())
+        _store(self._hdr, 56, _F64, time.monotonic())
 
     def current(self) -> bytes:
         """A copy of the current table's bytes (b"" before the first publish)."""
@@ -293,6 +309,11 @@ class RingWriter:
     # --- worker entries (owned by the supervisor) -------------------------------
 
     def workers(self) -> list[WorkerEntry]:
+        """Every worker entry in use, read under the lock so none is half-written."""
+        with self._lock:
+            return self._entries()
+
+    def _entries(self) -> list[WorkerEntry]:
         out = []
         for i in range(MAX_WORKERS):
             pid, slot, prev, gen, beat, reqs = _WORKER.unpack_from(
@@ -304,8 +325,8 @@ class RingWriter:
 
     def reset_worker(self, index: int, pid: int = 0) -> None:
         """Give entry ``index`` to ``pid`` (0: free it). Clears its pins."""
-        _WORKER.pack_into(
-            self._hdr, _WORKERS_OFF + index * _WORKER.size,
+        _store(
+            self._hdr, _WORKERS_OFF + index * _WORKER.size, _WORKER,
             pid, -1, -1, 0, time.monotonic(), 0,
         )
 
@@ -352,8 +373,8 @@ class RingReader:
         self._write_entry(-1, -1, 0)
 
     def _write_entry(self, slot: int, prev: int, generation: int) -> None:
-        _WORKER.pack_into(
-            self._hdr, self._off, os.getpid(), slot, prev, generation,
+        _store(
+            self._hdr, self._off, _WORKER, os.getpid(), slot, prev, generation,
             time.monotonic(), self.requests,
         )
 
@@ -408,7 +429,8 @@ class RingReader:
         if zlib.crc32(view) != checksum:
             # Cannot happen while rules 1-3 hold; refuse rather than serve garbage.
             view.release()
-            self._write_entry(self.slot, -1, self.generation)
+            with self._lock:
+                self._write_entry(self.slot, -1, self.generation)
             raise RingError(f"generation {generation}: checksum mismatch in slot {slot}")
         self._seen_seq = seq
         self._pending = (slot, generation)
@@ -418,7 +440,8 @@ class RingReader:
         """The previous snapshot is no longer referenced: unpin it, report the new."""
         slot, generation = self._pending
         self.slot, self.generation = slot, generation
-        self._write_entry(slot, -1, generation)
+        with self._lock:
+            self._write_entry(slot, -1, generation)
         still = []
         for m in self._retired:
             try:
@@ -438,7 +461,8 @@ class RingReader:
         return m
 
     def heartbeat(self) -> None:
-        _WORKER_BEAT.pack_into(self._hdr, self._off + 24, time.monotonic(), self.requests)
+        with self._lock:
+            _store(self._hdr, self._off + 24, _WORKER_BEAT, time.monotonic(), self.requests)
 
     def close(self) -> None:
         for _, m in self._maps.values():
@@ -450,6 +474,10 @@ class RingReader:
             except BufferError:
                 pass
         self._retired = []
+        try:
+            self._hdr.close()
+        except BufferError:
+            pass
         try:
             os.close(self._lock_fd)
         except OSError:
