@@ -75,11 +75,23 @@ class Exchange:
             return
         if self.timeout > 0:
             self.timer = self.proto.loop.call_later(self.timeout, self._timed_out)
-        self._send(fresh=False)
+        # The common case inline: a pooled connection, no body buffered yet.
+        pool = self.proto.worker.pool
+        idle = pool._idle.get(self.endpoint)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                pool.reused += 1
+                if self.body:
+                    self._attach(conn)
+                else:
+                    self.conn = conn
+                    conn.attach(self, self.head)
+                return
+        self._send(fresh=True)
 
     def _send(self, fresh: bool) -> None:
-        ep = self.endpoint
-        key = (ep.address, ep.port)
+        key = self.endpoint  # (address, port)
         conn = None if fresh else self.proto.worker.pool.acquire(key)
         if conn is not None:
             self._attach(conn)
@@ -154,11 +166,11 @@ class Exchange:
     # --- response (from the upstream connection) -----------------------------------
 
     def connection_header(self) -> bytes:
-        """The downstream Connection header for this response ("" if implied)."""
-        if not self.keep_alive or self.proto.closing_after_response():
-            self.keep_alive = False
-            return b"connection: close\r\n\r\n"
-        return b"connection: keep-alive\r\n\r\n" if self.http10 else b"\r\n"
+        """The downstream Connection header and the head's last CRLF."""
+        if self.keep_alive and not self.proto.closing_after_response():
+            return b"connection: keep-alive\r\n\r\n" if self.http10 else b"\r\n"
+        self.keep_alive = False
+        return b"connection: close\r\n\r\n"
 
     def downstream_write(self, data: bytes) -> None:
         if not self.dead:
@@ -170,7 +182,13 @@ class Exchange:
             self.proto.worker.pool.release(conn)
         else:
             conn.close()
-        self._response_finished()
+        # _response_finished(), inline: this runs once per proxied request.
+        self.resp_done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.req_done:
+            self.proto.exchange_done(self)
 
     def _response_finished(self) -> None:
         self.resp_done = True

@@ -9,8 +9,8 @@ code that frames, not copied blindly.
 
 from __future__ import annotations
 
-# Lower-case names. Framing headers are listed apart: they are consumed, then
-# re-emitted by the framer.
+# Lower-case names. The response side matches the same names with one regex
+# (dataplane/upstream/connection.py); keep the two lists in step.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -23,7 +23,6 @@ HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     }
 )
-FRAMING = frozenset({b"transfer-encoding", b"content-length"})
 # Headers the proxy consumes or sets itself on the request side.
 REQUEST_SPECIAL = HOP_BY_HOP | {
     b"host",
@@ -33,7 +32,6 @@ REQUEST_SPECIAL = HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-host",
 }
-RESPONSE_SPECIAL = HOP_BY_HOP | {b"transfer-encoding"}
 
 
 def nominated(value: bytes) -> set[bytes]:
@@ -51,10 +49,8 @@ _REQUEST_CODES = {
     b"host": HOST, b"x-forwarded-for": XFF, b"transfer-encoding": TE,
     b"connection": CONNECTION, b"content-length": LENGTH,
 }
-_RESPONSE_CODES = {b"transfer-encoding": TE, b"connection": CONNECTION, b"content-length": LENGTH}
 _CACHE_LIMIT = 4096
 request_class: dict[bytes, int] = {}
-response_class: dict[bytes, int] = {}
 
 
 def classify_request(name: bytes) -> int:
@@ -62,12 +58,4 @@ def classify_request(name: bytes) -> int:
     code = _REQUEST_CODES.get(lname, DROP if lname in REQUEST_SPECIAL else PASS)
     if len(request_class) < _CACHE_LIMIT:
         request_class[name] = code
-    return code
-
-
-def classify_response(name: bytes) -> int:
-    lname = name.lower()
-    code = _RESPONSE_CODES.get(lname, DROP if lname in RESPONSE_SPECIAL else PASS)
-    if len(response_class) < _CACHE_LIMIT:
-        response_class[name] = code
     return code

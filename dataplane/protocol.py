@@ -5,8 +5,9 @@ State by lifetime:
 * connection - transport, parser, client address, the exchange being proxied
                (``active``), pipelined exchanges waiting (``queue``), what
                blocks reading (``_blocked``), ``idle_since``
-* request    - url, headers, the exchange being parsed (``current``); reset
-               in exactly one place, ``on_message_begin``
+* request    - url, headers, the exchange being parsed (``current``); url
+               and headers are reset in exactly one place, where
+               ``on_headers_complete`` takes them
 
 Theory of operation: bytes go to the parser; callbacks collect the request
 line and headers; on headers complete the request is routed and an Exchange
@@ -142,12 +143,8 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- parser callbacks ---------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = []
-        self.current = None
-
     def on_url(self, url: bytes) -> None:
+        # Reset in on_headers_complete, so no on_message_begin callback is needed.
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -158,7 +155,8 @@ class HttpProtocol(asyncio.Protocol):
         worker = self.worker
         worker.requests += 1
         method = parser.get_method()
-        url = self.url
+        url, headers = self.url, self.headers
+        self.url, self.headers = b"", []  # the request state is reset here, once
         http10 = parser.get_http_version() == "1.0"
         keep_alive = parser.should_keep_alive() and not (worker.draining or self._parse_error)
         head_only = method == b"HEAD"
@@ -166,7 +164,7 @@ class HttpProtocol(asyncio.Protocol):
         chunked = False
         kept = []
         classes = hdr.request_class
-        for name, value in self.headers:
+        for name, value in headers:
             code = classes.get(name)
             if code is None:
                 code = hdr.classify_request(name)
@@ -204,20 +202,20 @@ class HttpProtocol(asyncio.Protocol):
                     return self._local(400, keep_alive, http10, head_only)
                 path, query = parsed.path or b"/", parsed.query or b""
                 url = path + (b"?" + query if query else b"")
-        hostkey = host.lower()
-        if hostkey[-1:] != b"]":
-            c = hostkey.rfind(b":")
-            if c >= 0:
-                hostkey = hostkey[:c]
         router = worker.router
         # Keep-alive clients repeat their Host: remember its virtual host for
-        # this generation, and skip the host lookup.
-        if router is self._vh_router and hostkey == self._vh_host:
+        # this generation and skip the normalising and the lookup.
+        if host == self._vh_host and router is self._vh_router:
             vh = self._vh
         else:
+            hostkey = host.lower()
+            if hostkey[-1:] != b"]":  # not a bare IPv6 literal: drop a port
+                c = hostkey.rfind(b":")
+                if c >= 0:
+                    hostkey = hostkey[:c]
             vh = router.vhost(self.listener, hostkey) if router is not None else None
-            self._vh_router, self._vh_host, self._vh = router, hostkey, vh
-        cand = vh.match(method, path, self.headers, query) if vh is not None else None
+            self._vh_router, self._vh_host, self._vh = router, host, vh
+        cand = vh.match(method, path, headers, query) if vh is not None else None
         if cand is None:
             return self._local(404, keep_alive, http10, head_only)
         action = cand.action

@@ -28,7 +28,7 @@ from itertools import accumulate
 from urllib.parse import parse_qsl
 
 from shm import codec
-from shm.schema import Action, Cluster, Endpoint, PathExact, PathPrefix, Table
+from shm.schema import Action, Cluster, PathExact, PathPrefix, Table
 
 
 class ClusterState:
@@ -43,15 +43,18 @@ class ClusterState:
 
     def update(self, cluster: Cluster) -> None:
         """New endpoints for the same cluster (in place: vhosts hold this object)."""
-        self.endpoints: tuple[Endpoint, ...] = cluster.endpoints
+        # (address, port): the pool's key, made once here, not per request.
+        self.endpoints: tuple[tuple[str, int], ...] = tuple((e.address, e.port) for e in cluster.endpoints)
         self.host_rewrite = cluster.host_rewrite.encode()
         # Workers start at different offsets so N workers do not all hit endpoint 0.
         self._next = random.randrange(len(cluster.endpoints)) if cluster.endpoints else 0
 
-    def pick(self, skip: Endpoint | None = None) -> Endpoint | None:
+    def pick(self, skip: tuple[str, int] | None = None) -> tuple[str, int] | None:
         """Round robin; ``skip`` avoids the endpoint that just failed (if another exists)."""
         eps = self.endpoints
         n = len(eps)
+        if n == 1:
+            return eps[0]
         if not n:
             return None
         i = self._next % n

@@ -12,20 +12,45 @@ Rules:
   upstream allows keep-alive, and the whole request was sent.
 * A HEAD response has no body but may carry Content-Length; httptools cannot
   be told to skip that body, so such a connection is closed, never re-used.
+
+The response head is never taken apart header by header in Python: the
+parser has no per-header callbacks here. It validates the head (llhttp
+refuses bare LF, obs-fold, duplicate Content-Length, CL with TE, bad name
+characters), and once it has, the head is cut from the bytes received since
+the response began and edited as a block: one regex finds the hop-by-hop and
+framing lines, which are sliced out. That keeps the cost of a response head
+flat in the number of headers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httptools
 
-from dataplane import headers as hdr
 from dataplane.headers import nominated
 
 _NO_BODY_STATUS = frozenset({204, 304})
 # Connection values that nominate no other header (the usual ones): skip the parse.
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+# A header line the proxy must not copy downstream (hop-by-hop, or framing it
+# redoes itself), or must read (Content-Length). Matches "\r\nName: value".
+# Case is spelled out per letter: sre's IGNORECASE path is ~40% slower here.
+_SPECIAL_NAMES = (
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+    "proxy-authenticate", "proxy-authorization", "transfer-encoding", "content-length",
+)
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+_SPECIAL_LINE = re.compile(
+    ("\r\n(" + "|".join(_any_case(n) for n in _SPECIAL_NAMES) + "):[ \t]*([^\r\n]*)").encode()
+)
+_KEEP = frozenset({b"content-length"})
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -42,8 +67,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         # response (reset in attach)
         self.exchange = None
-        self._headers: list = []
-        self._reason = b""
+        self._head: bytes | None = b""  # bytes since the response began; None once the head is out
         self._chunked = False  # re-frame the body as chunked downstream
         self._until_close = False  # body ends when the upstream closes
         self._interim = False
@@ -53,15 +77,12 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
 
-    def usable(self) -> bool:
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def attach(self, exchange, data: bytes) -> None:
         """Start one request on this connection; ``data`` is its head (+ body so far)."""
         self.exchange = exchange
         self.uses += 1
-        self._headers = []
-        self._reason = b""
+        self._head = b""
         self._chunked = self._until_close = self._interim = False
         self.transport.write(data)
 
@@ -84,6 +105,8 @@ class UpstreamConnection(asyncio.Protocol):
     # --- reading --------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._head is not None:
+            self._head = data if not self._head else self._head + data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -102,59 +125,62 @@ class UpstreamConnection(asyncio.Protocol):
             out.clear()
             if ex is not None and not ex.dead:
                 ex.proto.write(data)
-        if self._pending_ex is not None:
-            ex, self._pending_ex = self._pending_ex, None
+        ex = self._pending_ex
+        if ex is not None:
+            self._pending_ex = None
             ex.response_done(self, self._pending_reuse)
 
     _pending_ex = None
     _pending_reuse = False
 
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
     def on_headers_complete(self) -> None:
         ex = self.exchange
         if ex is None:
             return
+        buf = self._head
+        end = buf.find(b"\r\n\r\n") + 4  # the parser accepted it: CRLF lines, so found
+        status_end = buf.find(b"\r\n")
         status = self.parser.get_status_code()
+        line = buf[:status_end]
+        if line[5:8] != b"1.1":
+            line = b"HTTP/1.1" + line[8:]  # we speak 1.1 downstream, whatever the upstream spoke
         if 100 <= status < 200 and status != 101:
+            # Interim (100 Continue, 103): relay to 1.1 clients, the final head follows.
             self._interim = True
             if not ex.http10:
-                self._out.append(b"HTTP/1.1 %d %s\r\n\r\n" % (status, self._reason))
-            self._headers = []
-            self._reason = b""
+                self._out.append(line + b"\r\n\r\n")
+            self._head = buf[end:]
             return
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, self._reason)]
+        self._head = None
+        block = buf[status_end:end - 2]  # "\r\nA: 1\r\nB: 2\r\n"
+        length = te = False
         drop = None
-        te = None
-        length = False
-        classes = hdr.response_class
-        for name, value in self._headers:
-            code = classes.get(name)
-            if code is None:
-                code = hdr.classify_response(name)
-            if code == 0:  # hdr.PASS
-                head.append(b"%s: %s\r\n" % (name, value))
-            elif code == hdr.LENGTH:
+        kept = []
+        pos = 0
+        for m in _SPECIAL_LINE.finditer(block):
+            name = m.group(1).lower()
+            if name in _KEEP:
                 length = True
-                head.append(b"%s: %s\r\n" % (name, value))
-            elif code == hdr.CONNECTION:
-                if value.lower() not in _PLAIN_CONNECTION:
-                    drop = nominated(value) if drop is None else drop | nominated(value)
-            elif code == hdr.TE:
-                te = value
+                continue
+            kept.append(block[pos:m.start()])
+            pos = m.end()
+            if name == b"transfer-encoding":
+                te = True
+            elif name == b"connection" and m.group(2).lower() not in _PLAIN_CONNECTION:
+                drop = nominated(m.group(2)) if drop is None else drop | nominated(m.group(2))
+        if pos:
+            kept.append(block[pos:])
+            block = b"".join(kept)
         if drop:
-            head = [head[0]] + [
-                line for line in head[1:] if line.split(b":", 1)[0].lower() not in drop
-            ]
-        bodiless = ex.head_only or status in _NO_BODY_STATUS
-        if not bodiless:
-            if te is not None:
+            block = b"".join(
+                seg for seg in re.split(rb"(?=\r\n)", block)
+                if seg[2:].split(b":", 1)[0].strip().lower() not in drop
+            )
+        framing = b""
+        if not (ex.head_only or status in _NO_BODY_STATUS):
+            if te:
                 self._chunked = True
-                head.append(b"transfer-encoding: chunked\r\n")
+                framing = b"transfer-encoding: chunked\r\n"
             elif not length:
                 # Close-delimited upstream body: chunk it for HTTP/1.1 clients,
                 # for HTTP/1.0 clients the downstream connection ends it.
@@ -163,9 +189,9 @@ class UpstreamConnection(asyncio.Protocol):
                     ex.keep_alive = False
                 else:
                     self._chunked = True
-                    head.append(b"transfer-encoding: chunked\r\n")
-        head.append(ex.connection_header())
-        self._out.append(b"".join(head))
+                    framing = b"transfer-encoding: chunked\r\n"
+        # block ends with "\r\n"; the Connection header line (or a bare CRLF) ends the head.
+        self._out.append(line + block + framing + ex.connection_header())
         ex.response_started = True
         if ex.head_only:
             self._finish(False)

@@ -20,7 +20,7 @@ import time
 
 
 class Pool:
-    __slots__ = ("_idle", "max_idle", "idle_timeout", "opened", "reused")
+    __slots__ = ("_idle", "max_idle", "idle_timeout", "opened", "reused", "now")
 
     def __init__(self, max_idle: int, idle_timeout: float) -> None:
         self._idle: dict[tuple[str, int], list] = {}
@@ -28,13 +28,16 @@ class Pool:
         self.idle_timeout = idle_timeout
         self.opened = 0  # connections opened (metrics)
         self.reused = 0  # requests sent on a pooled connection (metrics)
+        # A coarse clock, advanced by sweep(): idle times need seconds, not a
+        # clock read per request.
+        self.now = time.monotonic()
 
     def acquire(self, key: tuple[str, int]):
         """An idle connection to ``key`` or None."""
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
-            if conn.usable():
+            if not conn.closed:  # closed ones leave at connection_lost; this is the race
                 self.reused += 1
                 return conn
         return None
@@ -46,7 +49,7 @@ class Pool:
         if len(idle) >= self.max_idle:
             conn.close()
             return
-        conn.idle_since = time.monotonic()
+        conn.idle_since = self.now
         idle.append(conn)
 
     def discard(self, conn) -> None:
@@ -60,11 +63,12 @@ class Pool:
     def sweep(self, now: float | None = None) -> int:
         """Close connections idle longer than ``idle_timeout``; return how many."""
         now = time.monotonic() if now is None else now
+        self.now = now
         closed = 0
         for key, idle in list(self._idle.items()):
             keep = []
             for conn in idle:
-                if now - conn.idle_since > self.idle_timeout or not conn.usable():
+                if now - conn.idle_since > self.idle_timeout or conn.closed:
                     conn.close()
                     closed += 1
                 else:
