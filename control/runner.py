@@ -73,7 +73,13 @@ class Runner:
         try:
             self._load()
             self._rebuild()
-            await self.admin.start()
+            try:
+                await self.admin.start()
+            except OSError as exc:
+                log.error("cannot start the admin server", extra={"fields": {
+                    "address": f"{self.cfg.admin_address}:{self.cfg.admin_port}", "error": str(exc)}})
+                self.exit_code = EXIT_CONFIG
+                return self.exit_code
             self.supervisor.start_all()
             log.info("gateway started", extra={"fields": {
                 "shard": self.cfg.shard_name, "workers": self.cfg.worker_count,

@@ -63,7 +63,7 @@ class HttpProtocol(asyncio.Protocol):
         self._write_paused = False
         self._closed = False
         self._parse_error = False
-        self._vh_router = self._vh_host = self._vh = None  # the last Host's virtual host
+        self._vh_gen, self._vh_host, self._vh = -1, None, None  # the last Host's virtual host
         # request
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -205,7 +205,7 @@ class HttpProtocol(asyncio.Protocol):
         router = worker.router
         # Keep-alive clients repeat their Host: remember its virtual host for
         # this generation and skip the normalising and the lookup.
-        if host == self._vh_host and router is self._vh_router:
+        if host == self._vh_host and router is not None and router.generation == self._vh_gen:
             vh = self._vh
         else:
             hostkey = host.lower()
@@ -214,7 +214,9 @@ class HttpProtocol(asyncio.Protocol):
                 if c >= 0:
                     hostkey = hostkey[:c]
             vh = router.vhost(self.listener, hostkey) if router is not None else None
-            self._vh_router, self._vh_host, self._vh = router, host, vh
+            # The generation, not the Router: holding the Router would keep
+            # the old ring slot referenced after the worker unpinned it.
+            self._vh_gen, self._vh_host, self._vh = router.generation if router else -1, host, vh
         cand = vh.match(method, path, headers, query) if vh is not None else None
         if cand is None:
             return self._local(404, keep_alive, http10, head_only)

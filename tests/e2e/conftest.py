@@ -1,6 +1,6 @@
 import pytest
 
-from tests.e2e.gateway import Echo, Gateway, free_port
+from tests.e2e.gateway import Echo, Gateway, reserve_port
 
 
 @pytest.fixture
@@ -33,4 +33,7 @@ def gateway_factory():
 
 @pytest.fixture
 def port():
-    return free_port()
+    """The gateway's listener port, reserved for the whole test (see reserve_port)."""
+    number, holder = reserve_port()
+    yield number
+    holder.close()

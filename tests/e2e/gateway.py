@@ -26,9 +26,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
+    """A port nothing listens on now (for a process that binds it soon).
+
+    Racy on its own: prefer ``reserve_port`` when anything else may bind or
+    connect in between.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def reserve_port() -> tuple[int, socket.socket]:
+    """A port held for the caller: bound (never listening) with SO_REUSEPORT.
+
+    While the socket is open the kernel gives the port to no other bind(0)
+    and to no outgoing connection, yet the gateway's workers, which bind
+    with SO_REUSEPORT too, can still bind it. Close the socket when done.
+    """
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1], s
 
 
 def stop_process(proc: subprocess.Popen, deadline: float = 10.0) -> int | None:
@@ -133,13 +152,26 @@ class Gateway:
         self.log_path = config.parent / f"gateway-{self.admin_port}.log"
 
     def start(self, wait_ready: bool = True) -> "Gateway":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "control.cli", "run", "--config", str(self.config)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
-        if wait_ready:
-            self.wait_ready()
+        for attempt in range(3):
+            self._log = open(self.log_path, "wb")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "control.cli", "run", "--config", str(self.config)],
+                env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            )
+            if not wait_ready:
+                return self
+            try:
+                self.wait_ready()
+                return self
+            except RuntimeError:
+                # The admin port is picked free but not held (the admin server
+                # must not use SO_REUSEPORT): if another process took it in
+                # between, start again on a new one. Any other failure stands.
+                if "cannot start the admin server" not in self.log() or attempt == 2:
+                    raise
+                self._log.close()
+                self.admin_port = free_port()
+                self.env["FLUXGATE_ADMIN_PORT"] = str(self.admin_port)
         return self
 
     def log(self) -> str:
