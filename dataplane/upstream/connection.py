@@ -50,6 +50,15 @@ def _any_case(word: str) -> str:
 _SPECIAL_LINE = re.compile(
     ("\r\n(" + "|".join(_any_case(n) for n in _SPECIAL_NAMES) + "):[ \t]*([^\r\n]*)").encode()
 )
+# The fast path, for the usual head: delete a plain "Connection: keep-alive"
+# or "close" line in C, then one search proves nothing else is special.
+_PLAIN_CONNECTION_LINE = re.compile((
+    "\r\n" + _any_case("connection") + ":[ \t]*(?:" + _any_case("keep-alive") + "|"
+    + _any_case("close") + ")[ \t]*(?=\r\n)").encode())
+_OTHER_SPECIAL = re.compile(("\r\n(?:" + "|".join(
+    _any_case(n) for n in ("connection:", "keep-alive:", "proxy-", "te:", "trailer:", "upgrade:",
+                           "transfer-encoding:")) + ")").encode())
+_CONTENT_LENGTH = re.compile(("\r\n" + _any_case("content-length") + ":").encode())
 _KEEP = frozenset({b"content-length"})
 
 
@@ -152,7 +161,37 @@ class UpstreamConnection(asyncio.Protocol):
             self._head = buf[end:]
             return
         self._head = None
-        block = buf[status_end:end - 2]  # "\r\nA: 1\r\nB: 2\r\n"
+        block = _PLAIN_CONNECTION_LINE.sub(b"", buf[status_end:end - 2])  # "\r\nA: 1\r\nB: 2\r\n"
+        if _OTHER_SPECIAL.search(block) is None:
+            te = False
+            length = _CONTENT_LENGTH.search(block) is not None
+        else:
+            block, length, te = self._edit_head(block)
+        framing = b""
+        if not (ex.head_only or status in _NO_BODY_STATUS):
+            if te:
+                self._chunked = True
+                framing = b"transfer-encoding: chunked\r\n"
+            elif not length:
+                # Close-delimited upstream body: chunk it for HTTP/1.1 clients,
+                # for HTTP/1.0 clients the downstream connection ends it.
+                self._until_close = True
+                if ex.http10:
+                    ex.keep_alive = False
+                else:
+                    self._chunked = True
+                    framing = b"transfer-encoding: chunked\r\n"
+        # block ends with "\r\n"; the Connection header line (or a bare CRLF) ends the head.
+        self._out.append(line + block + framing + ex.connection_header())
+        ex.response_started = True
+        if ex.head_only:
+            self._finish(False)
+
+    @staticmethod
+    def _edit_head(block: bytes) -> tuple[bytes, bool, bool]:
+        """The general case: cut every hop-by-hop line (and what Connection
+        nominates) from the header block; say whether it has Content-Length
+        and Transfer-Encoding."""
         length = te = False
         drop = None
         kept = []
@@ -176,25 +215,7 @@ class UpstreamConnection(asyncio.Protocol):
                 seg for seg in re.split(rb"(?=\r\n)", block)
                 if seg[2:].split(b":", 1)[0].strip().lower() not in drop
             )
-        framing = b""
-        if not (ex.head_only or status in _NO_BODY_STATUS):
-            if te:
-                self._chunked = True
-                framing = b"transfer-encoding: chunked\r\n"
-            elif not length:
-                # Close-delimited upstream body: chunk it for HTTP/1.1 clients,
-                # for HTTP/1.0 clients the downstream connection ends it.
-                self._until_close = True
-                if ex.http10:
-                    ex.keep_alive = False
-                else:
-                    self._chunked = True
-                    framing = b"transfer-encoding: chunked\r\n"
-        # block ends with "\r\n"; the Connection header line (or a bare CRLF) ends the head.
-        self._out.append(line + block + framing + ex.connection_header())
-        ex.response_started = True
-        if ex.head_only:
-            self._finish(False)
+        return block, length, te
 
     def on_body(self, body: bytes) -> None:
         if self.exchange is None:

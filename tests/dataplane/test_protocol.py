@@ -222,3 +222,32 @@ def test_protocol_no_route_is_404_and_keeps_the_connection(rig):
     out = down.data()
     assert out.startswith(b"HTTP/1.1 404 ") and b"connection: keep-alive" in out
     assert not down.closed
+
+
+@pytest.mark.parametrize("upstream_head, kept, gone", [
+    # the fast path: only a plain Connection line to cut
+    (b"Server: up\r\nCONNECTION: Keep-Alive\r\nContent-Length: 2", [b"Server: up", b"Content-Length: 2"], [b"onnection"]),
+    # the general path: nominated, hop-by-hop and look-alike names
+    (b"Connection: close, X-Private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\n"
+     b"X-Connection-Id: 7\r\nTEST: yes\r\nContent-Length: 2",
+     [b"X-Connection-Id: 7", b"TEST: yes", b"Content-Length: 2"],
+     [b"X-Private", b"Keep-Alive", b"Upgrade", b"onnection: close"]),
+])
+def test_protocol_response_loses_hop_by_hop_headers_and_keeps_the_rest(rig, upstream_head, kept, gone):
+    proto, down, up, up_t = rig
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    up.data_received(b"HTTP/1.1 200 OK\r\n" + upstream_head + b"\r\n\r\nok")
+    out = down.data()
+    head = out.split(b"\r\n\r\n")[0]
+    for h in kept:
+        assert h in head, h
+    for h in gone:
+        assert h not in head, h
+    assert out.endswith(b"\r\n\r\nok")
+
+
+def test_protocol_http10_upstream_status_line_is_spoken_as_http11(rig):
+    proto, down, up, up_t = rig
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    up.data_received(b"HTTP/1.0 201 Created\r\nContent-Length: 0\r\n\r\n")
+    assert down.data().startswith(b"HTTP/1.1 201 Created\r\n")
