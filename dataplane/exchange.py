@@ -182,13 +182,7 @@ class Exchange:
             self.proto.worker.pool.release(conn)
         else:
             conn.close()
-        # _response_finished(), inline: this runs once per proxied request.
-        self.resp_done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.req_done:
-            self.proto.exchange_done(self)
+        self._response_finished()
 
     def _response_finished(self) -> None:
         self.resp_done = True

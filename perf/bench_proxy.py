@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import harness as h
@@ -188,19 +186,7 @@ def main(argv=None) -> int:
     if args.threads > args.connections:
         p.error("--threads must not exceed --connections")
 
-    h.install_cleanup()
-    workdir = Path(tempfile.mkdtemp(prefix="fluxgate-perf-"))
-    try:
-        return run(args, workdir)
-    except h.HarnessError as exc:
-        print(f"\nharness error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        h.stop_all()
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return h.run_in_workdir(run, args, "fluxgate-perf-")
 
 
 if __name__ == "__main__":

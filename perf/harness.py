@@ -30,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,6 +265,24 @@ def install_cleanup() -> None:
     atexit.register(stop_all)
     signal.signal(signal.SIGTERM, _raise_on_signal)
     signal.signal(signal.SIGINT, _raise_on_signal)
+
+
+def run_in_workdir(run, args, prefix: str) -> int:
+    """Run ``run(args, workdir)`` in a fresh temp dir; stop every process and
+    remove the dir afterwards (unless ``args.keep``), whatever happens."""
+    install_cleanup()
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return run(args, workdir)
+    except HarnessError as exc:
+        print(f"\nharness error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop_all()
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --- wrk --------------------------------------------------------------------------

@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -178,19 +176,7 @@ def main(argv=None) -> int:
     if args.edits < 1 or args.workers < 1:
         p.error("--edits and --workers must be at least 1")
 
-    h.install_cleanup()
-    workdir = Path(tempfile.mkdtemp(prefix="fluxgate-churn-"))
-    try:
-        return run(args, workdir)
-    except h.HarnessError as exc:
-        print(f"\nharness error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        h.stop_all()
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return h.run_in_workdir(run, args, "fluxgate-churn-")
 
 
 if __name__ == "__main__":
