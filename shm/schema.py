@@ -165,14 +165,17 @@ class CompiledTable(msgspec.Struct, frozen=True):
 
 
 class WorkerSettings(msgspec.Struct, frozen=True):
-    """What the supervisor hands a worker (validated by control/config.py)."""
+    """What the supervisor hands a worker (validated by control/config.py).
+
+    A command-line argument between processes of one build, not table data:
+    the append-only rule above does not bind it.
+    """
 
     shard: str
     index: int
     bind_address: str = "0.0.0.0"
     ring_slots: int = 4
     heartbeat_interval: float = 1.0
-    poll_interval: float = 0.005
     drain_seconds: float = 30.0
     keepalive_timeout: float = 75.0
     upstream_connect_timeout: float = 5.0
