@@ -94,3 +94,36 @@ def test_supervisor_drain_deadline_cuts_requests_that_take_too_long(tmp_path, ga
     t.join(15)
     # ...and the request was cut (a closed connection, not a client time-out).
     assert len(errors) == 1 and not isinstance(errors[0], TimeoutError), errors
+
+
+def test_supervisor_death_makes_workers_exit_instead_of_serving_forever(tmp_path, gateway_factory, echo_factory, port):
+    gw = gateway_factory(_simple(tmp_path, port, echo_factory("a")), FLUXGATE_DRAIN_SECONDS="1")
+    workers = gw.worker_pids()
+    os.kill(gw.proc.pid, signal.SIGKILL)  # no drain, no clean-up: the pipe's EOF is all they get
+    gw.proc.wait(10)
+
+    def gone():
+        alive = []
+        for pid in workers:
+            try:
+                os.kill(pid, 0)
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        alive.append(pid)
+            except (ProcessLookupError, FileNotFoundError):
+                pass
+        return not alive
+
+    try:
+        _wait(gone, timeout=15, what="orphaned workers exit")
+    finally:
+        for pid in workers:  # never leave one behind, even when the test fails
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        # A killed control process cleans nothing: remove its ring ourselves.
+        prefix = f"fluxgate.{gw.env['FLUXGATE_SHARD']}."
+        for name in os.listdir("/dev/shm"):
+            if name.startswith(prefix):
+                os.unlink(os.path.join("/dev/shm", name))
