@@ -4,7 +4,8 @@ Used by ``fluxgate demo`` (the v1/v2 canary backends) and by the tests, which
 need a real upstream on loopback that reports exactly what it received.
 Request headers steer it (for tests): ``x-echo-delay: SECONDS`` answers late,
 ``x-echo-status: CODE`` picks the status, ``x-echo-chunks: N`` sends the body
-chunked in N pieces, ``x-echo-close: 1`` closes after answering.
+chunked in N pieces, ``x-echo-close: 1`` closes after answering,
+``x-echo-size: N`` answers N bytes of a known pattern instead of the report.
 Run: ``python -m control.echo --port 0 --name v1`` (prints "listening PORT").
 """
 
@@ -75,7 +76,8 @@ class EchoProtocol(asyncio.Protocol):
     def _answer(self, report: dict, steer: dict, keep: bool) -> None:
         if self.transport.is_closing():
             return
-        body = json.dumps(report).encode() + b"\n"
+        size = int(steer.get("x-echo-size", "-1"))
+        body = pattern(size) if size >= 0 else json.dumps(report).encode() + b"\n"
         status = int(steer.get("x-echo-status", "200"))
         chunks = int(steer.get("x-echo-chunks", "0"))
         head = b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\nx-backend: %s\r\n" % (
@@ -94,6 +96,12 @@ class EchoProtocol(asyncio.Protocol):
             self.transport.resume_reading()
         else:
             self.transport.close()
+
+
+def pattern(size: int) -> bytes:
+    """``size`` bytes anyone can re-create to check a transfer byte for byte."""
+    unit = bytes(range(256))
+    return (unit * (size // 256 + 1))[:size]
 
 
 async def serve(host: str, port: int, name: str) -> None:

@@ -77,6 +77,12 @@ def rig():
     down_t = FakeTransport()
     proto.connection_made(down_t)
     yield proto, down_t, up, up_t
+    # A test may leave a connect task scheduled: cancel it before it runs.
+    pending = asyncio.all_tasks(worker.loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        worker.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     worker.loop.close()
 
 
@@ -251,3 +257,34 @@ def test_protocol_http10_upstream_status_line_is_spoken_as_http11(rig):
     proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     up.data_received(b"HTTP/1.0 201 Created\r\nContent-Length: 0\r\n\r\n")
     assert down.data().startswith(b"HTTP/1.1 201 Created\r\n")
+
+
+def test_protocol_slow_client_pauses_the_upstream_and_resumes_it(rig):
+    proto, down, up, up_t = rig
+    proto.data_received(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000)
+    proto.pause_writing()  # the client's socket buffer is full
+    assert up_t.paused
+    proto.resume_writing()
+    assert not up_t.paused
+
+
+def test_protocol_slow_upstream_pauses_reading_the_client_body(rig):
+    proto, down, up, up_t = rig
+    proto.data_received(b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000)
+    up.pause_writing()  # the upstream's socket buffer is full
+    assert down.paused
+    up.resume_writing()
+    assert not down.paused
+
+
+def test_protocol_body_before_upstream_connects_is_bounded(rig):
+    proto, down, up, up_t = rig
+    proto.worker.pool.acquire(("127.0.0.1", 9))  # no pooled connection: a connect is pending
+    proto.data_received(b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+    proto.data_received(b"a" * 70000)  # more than the buffer limit
+    assert down.paused
+    ex = proto.active
+    ex._attach(up)  # the connection arrives: the buffer is flushed, reading resumes
+    assert not down.paused
+    assert len(up_t.data()) > 70000

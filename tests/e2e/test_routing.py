@@ -172,3 +172,31 @@ def _dechunk(data: bytes) -> dict:
         out += data[:n]
         data = data[n + 2:]
     return echoed(out)
+
+
+def test_proxy_streams_a_large_response_to_a_slow_reader_intact(tmp_path, gateway_factory, echo_factory, port):
+    import http.client
+    import time
+
+    from control.echo import pattern
+    a = echo_factory("a")
+    _gateway(tmp_path, gateway_factory, port, {"a": [a.port]}, [route("r", [{"backendRefs": [{"name": "a", "port": 80}]}])])
+    size = 8 * 1024 * 1024
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/big", headers={"Host": "x", "x-echo-size": str(size)})
+        resp = conn.getresponse()
+        assert resp.status == 200 and int(resp.getheader("content-length")) == size
+        got = bytearray()
+        while True:
+            chunk = resp.read(256 * 1024)
+            if not chunk:
+                break
+            got += chunk
+            time.sleep(0.005)  # a slow reader: the gateway must wait, not drop or buffer forever
+        assert len(got) == size and bytes(got) == pattern(size)
+        # The connection is still good for another request afterwards.
+        conn.request("GET", "/again", headers={"Host": "x"})
+        assert echoed(conn.getresponse().read())["url"] == "/again"
+    finally:
+        conn.close()
