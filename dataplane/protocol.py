@@ -33,7 +33,7 @@ import httptools
 from dataplane import responses
 from dataplane.exchange import Exchange
 from dataplane import headers as hdr
-from dataplane.headers import nominated
+from dataplane.headers import CONNECTION, HOST, LENGTH, PASS, TE, XFF, nominated
 
 log = logging.getLogger("fluxgate.protocol")
 
@@ -64,6 +64,7 @@ class HttpProtocol(asyncio.Protocol):
         self._closed = False
         self._parse_error = False
         self._vh_gen, self._vh_host, self._vh = -1, None, None  # the last Host's virtual host
+        self._fwd_host, self._fwd = None, b""  # the last Host's X-Forwarded-* lines
         # request
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -168,19 +169,19 @@ class HttpProtocol(asyncio.Protocol):
             code = classes.get(name)
             if code is None:
                 code = hdr.classify_request(name)
-            if code == 0:  # hdr.PASS
+            if code == PASS:
                 kept.append(b"%s: %s\r\n" % (name, value))
-            elif code == hdr.HOST:
+            elif code == HOST:
                 if host is not None:
                     return self._local(400, keep_alive, http10, head_only)  # RFC 9112 3.2
                 host = value
-            elif code == hdr.XFF:
+            elif code == XFF:
                 xff = value if xff is None else xff + b", " + value
-            elif code == hdr.TE:
+            elif code == TE:
                 chunked = True
-            elif code == hdr.CONNECTION:
+            elif code == CONNECTION:
                 conn = value
-            elif code == hdr.LENGTH:
+            elif code == LENGTH:
                 length = value
         if conn is not None and conn.lower() not in _PLAIN_CONNECTION:
             drop = nominated(conn) - _PLAIN_CONNECTION
@@ -221,20 +222,28 @@ class HttpProtocol(asyncio.Protocol):
         if cand is None:
             return self._local(404, keep_alive, http10, head_only)
         action = cand.action
-        cluster = action.choose()
+        cluster = action.single or action.choose()
         if cluster is None:
             return self._local(500, keep_alive, http10, head_only)
-        endpoint = cluster.pick()
+        endpoints = cluster.endpoints
+        endpoint = endpoints[0] if len(endpoints) == 1 else cluster.pick()
         if endpoint is None:
             return self._local(503, keep_alive, http10, head_only)
+        # The X-Forwarded-* lines depend only on the client, its Host and any
+        # X-Forwarded-For it sent: made once per connection and Host.
+        if xff is None and host == self._fwd_host:
+            forwarded = self._fwd
+        else:
+            forwarded = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n\r\n" % (
+                xff + b", " + self.client if xff else self.client, self.scheme, host)
+            if xff is None:
+                self._fwd_host, self._fwd = host, forwarded
         head = b"".join((
             method, b" ", url, b" HTTP/1.1\r\nhost: ", cluster.host_rewrite or host, b"\r\n",
             *kept,
             b"content-length: " + length + b"\r\n" if length is not None and not chunked else b"",
             b"transfer-encoding: chunked\r\n" if chunked else b"",
-            b"x-forwarded-for: ", xff + b", " + self.client if xff else self.client,
-            b"\r\nx-forwarded-proto: ", self.scheme,
-            b"\r\nx-forwarded-host: ", host, b"\r\n\r\n",
+            forwarded,
         ))
         # Positional for speed: (proto, head, keep_alive, http10, head_only,
         # chunked, replayable, cluster, endpoint, local, timeout)
@@ -284,7 +293,7 @@ class HttpProtocol(asyncio.Protocol):
             nxt.start()
         else:
             self.active = None
-            self.idle_since = time.monotonic()
+            self.idle_since = self.worker.pool.now  # coarse: the keep-alive sweep runs each second
 
     # --- flow control -------------------------------------------------------------
 

@@ -69,7 +69,7 @@ class ClusterState:
 class CompiledAction:
     """An Action with its weights precomputed; clusters resolved per generation."""
 
-    __slots__ = ("action", "clusters", "cumulative", "total", "timeout")
+    __slots__ = ("action", "clusters", "cumulative", "total", "timeout", "single")
 
     def __init__(self, action: Action, clusters: list[ClusterState | None]) -> None:
         self.action = action
@@ -78,6 +78,8 @@ class CompiledAction:
         self.cumulative = list(accumulate(w for _, w in live))
         self.total = self.cumulative[-1] if live else 0
         self.timeout = action.request_timeout_ms / 1000.0
+        # One live backend that resolved: no weighing per request.
+        self.single = self.clusters[0] if len(self.clusters) == 1 else None
 
     def choose(self) -> ClusterState | None:
         """A cluster by weight; None means unresolved (the caller answers 500)."""
