@@ -103,7 +103,7 @@ class Exchange:
         try:
             _, conn = await asyncio.wait_for(
                 self.proto.loop.create_connection(
-                    lambda: UpstreamConnection(worker.pool, key), key[0], key[1]
+                    lambda: UpstreamConnection(worker.pool, key, worker.outbox), key[0], key[1]
                 ),
                 worker.settings.upstream_connect_timeout,
             )

@@ -50,6 +50,7 @@ class HttpProtocol(asyncio.Protocol):
         # process
         self.worker = worker
         self.loop = worker.loop
+        self.outbox = worker.outbox
         self.listener = listener
         self.scheme = b"http"
         # connection
@@ -131,7 +132,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if not self._closed:
-            self.transport.write(data)
+            self.outbox.write(self.transport, data)
 
     def abort(self) -> None:
         """Close at once: a response is broken and must not look complete."""
@@ -284,7 +285,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not ex.keep_alive:
             self._closed = True
-            self.transport.close()  # flushes what is buffered, then closes
+            self.outbox.close(self.transport)  # after the response, then flushed by the transport
             return
         if self.queue:
             self.active = nxt = self.queue.popleft()
@@ -329,6 +330,6 @@ class HttpProtocol(asyncio.Protocol):
     def close_if_idle(self) -> bool:
         if self.active is None and not self._closed:
             self._closed = True
-            self.transport.close()
+            self.outbox.close(self.transport)
             return True
         return False

@@ -32,6 +32,7 @@ import msgspec
 import uvloop
 
 from dataplane.listeners import Listeners
+from dataplane.outbox import Outbox
 from dataplane.router import Router
 from dataplane.upstream.pool import Pool
 from shm import codec, logfmt
@@ -55,6 +56,7 @@ class Worker:
         self.reader = RingReader(settings.shard, settings.index, schema=SCHEMA_VERSION)
         self.router: Router | None = None
         self.pool = Pool(settings.upstream_keepalive, settings.upstream_idle_timeout)
+        self.outbox = Outbox(self.loop)  # every socket write, once per loop iteration
         self.listeners = Listeners(self)
         self.connections: set = set()
         self.requests = 0
@@ -145,10 +147,12 @@ class Worker:
             for conn in list(self.connections):
                 conn.close_if_idle()
             await asyncio.sleep(0.02)
+        self.outbox.flush()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
         self.pool.close_all()
+        self.outbox.flush()
         if not self._done.done():
             self._done.set_result(None)
 

@@ -66,9 +66,10 @@ _KEEP = frozenset({b"content-length"})
 
 
 class UpstreamConnection(asyncio.Protocol):
-    def __init__(self, pool, key: tuple[str, int]) -> None:
+    def __init__(self, pool, key: tuple[str, int], outbox) -> None:
         # process
         self.pool = pool
+        self.outbox = outbox  # all writes and graceful closes (dataplane/outbox.py)
         # connection
         self.key = key
         self.transport: asyncio.Transport | None = None
@@ -96,16 +97,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.uses += 1
         self._head = b""
         self._chunked = self._until_close = self._interim = False
-        self.transport.write(data)
+        self.outbox.write(self.transport, data)
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        self.outbox.write(self.transport, data)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             if self.transport is not None:
-                self.transport.close()
+                self.outbox.close(self.transport)
 
     def abort(self) -> None:
         """The downstream went away mid-exchange: this connection's framing is lost."""

@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 
+from dataplane.outbox import Outbox
 from dataplane.protocol import HttpProtocol
 from dataplane.router import Router
 from dataplane.upstream.connection import UpstreamConnection
@@ -18,16 +19,26 @@ from tests.dataplane.tables import single
 
 
 class FakeTransport:
-    def __init__(self, peer=("192.0.2.10", 40000)):
+    """Records what reaches the socket. Reading it first flushes the worker's
+    outbox, as the end of a loop iteration would."""
+
+    def __init__(self, outbox, peer=("192.0.2.10", 40000)):
+        self.outbox = outbox
         self.written: list[bytes] = []
-        self.closed = self.aborted = self.paused = False
+        self._closed = self.aborted = self.paused = False
         self.peer = peer
 
+    @property
+    def closed(self):
+        self.outbox.flush()
+        return self._closed
+
     def write(self, data):
-        assert not self.closed, "write after close"
+        assert not self._closed, "write after close"
         self.written.append(bytes(data))
 
     def data(self) -> bytes:
+        self.outbox.flush()
         out = b"".join(self.written)
         self.written.clear()
         return out
@@ -36,13 +47,13 @@ class FakeTransport:
         return self.peer if key == "peername" else None
 
     def is_closing(self):
-        return self.closed
+        return self._closed
 
     def close(self):
-        self.closed = True
+        self._closed = True
 
     def abort(self):
-        self.aborted = self.closed = True
+        self.aborted = self._closed = True
 
     def pause_reading(self):
         self.paused = True
@@ -64,17 +75,18 @@ class FakeWorker:
         self.draining = False
         self.settings = Settings()
         self.router = Router(table)
+        self.outbox = Outbox(self.loop)
 
 
 @pytest.fixture
 def rig():
     worker = FakeWorker(single("up", endpoints=[("127.0.0.1", 9)]))
-    up = UpstreamConnection(worker.pool, ("127.0.0.1", 9))
-    up_t = FakeTransport()
+    up = UpstreamConnection(worker.pool, ("127.0.0.1", 9), worker.outbox)
+    up_t = FakeTransport(worker.outbox)
     up.connection_made(up_t)
     worker.pool.release(up)
     proto = HttpProtocol(worker, "l")
-    down_t = FakeTransport()
+    down_t = FakeTransport(worker.outbox)
     proto.connection_made(down_t)
     yield proto, down_t, up, up_t
     # A test may leave a connect task scheduled: cancel it before it runs.
