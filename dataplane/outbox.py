@@ -16,9 +16,15 @@ Rules:
   to a transport that is closing are skipped.
 * The outbox holds at most one iteration's output: what was read in that
   iteration, so it adds no unbounded buffering.
+* A write that fails aborts its own connection only; the rest of the batch
+  still goes out.
 """
 
 from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("fluxgate.outbox")
 
 
 class Outbox:
@@ -49,10 +55,14 @@ class Outbox:
         self._items = []
         self.flushes += 1
         for transport, data in items:
-            if data is None:
-                transport.close()
-            elif not transport.is_closing():
-                transport.write(data)
+            try:
+                if data is None:
+                    transport.close()
+                elif not transport.is_closing():
+                    transport.write(data)
+            except Exception:  # one broken socket must not cost the others their data
+                log.exception("socket write failed; aborting that connection")
+                transport.abort()
 
     def pending(self) -> int:
         return len(self._items)

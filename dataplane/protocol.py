@@ -14,7 +14,8 @@ line and headers; on headers complete the request is routed and an Exchange
 is made (or a local response such as 404). Exchanges start in request order:
 the first one after ``feed_data`` returns (so a small request's head and body
 reach the upstream in one write), the next one when the previous is done.
-Responses are written by the upstream side straight to this transport.
+Responses are written by the upstream side to this transport, through the
+worker's outbox (``dataplane/outbox.py``) like every other socket write.
 
 Reading is paused while anything in ``_blocked`` is set: the upstream is not
 keeping up with the request body, a body is buffering before its upstream

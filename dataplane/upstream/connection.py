@@ -1,9 +1,10 @@
 """One keep-alive connection to an upstream endpoint, driving a response parser.
 
 The connection is the httptools parser's callback target. While an exchange
-is attached, everything the parser yields is re-framed and written straight
-to the downstream transport: no Task, no queue, no buffering of the body.
-Writes produced by one ``data_received`` are joined and sent in one call.
+is attached, everything the parser yields is re-framed and handed to the
+downstream transport: no Task, no per-request queue, no buffering of the
+body beyond one loop iteration. Writes produced by one ``data_received`` are
+joined into one, and go out through the worker's outbox.
 
 Rules:
 * ``exchange`` is set by ``attach`` and cleared exactly once, in ``_finish``

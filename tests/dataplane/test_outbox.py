@@ -67,3 +67,27 @@ def test_outbox_schedules_one_flush_per_batch():
         assert box.flushes == 1
     finally:
         loop.close()
+
+
+def test_outbox_a_failing_socket_does_not_cost_the_others_their_data():
+    loop = asyncio.new_event_loop()
+    try:
+        log: list = []
+        box = Outbox(loop)
+
+        class Broken(Transport):
+            aborted = False
+
+            def write(self, data):
+                raise RuntimeError("handle is closed")
+
+            def abort(self):
+                self.aborted = True
+
+        bad, good = Broken(log, "bad"), Transport(log, "good")
+        box.write(bad, b"1")
+        box.write(good, b"2")
+        box.flush()
+        assert bad.aborted and log == [("good", b"2")]
+    finally:
+        loop.close()
