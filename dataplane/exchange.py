@@ -75,28 +75,15 @@ class Exchange:
             return
         if self.timeout > 0:
             self.timer = self.proto.loop.call_later(self.timeout, self._timed_out)
-        # The common case inline: a pooled connection, no body buffered yet.
-        pool = self.proto.worker.pool
-        idle = pool._idle.get(self.endpoint)
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                pool.reused += 1
-                if self.body:
-                    self._attach(conn)
-                else:
-                    self.conn = conn
-                    conn.attach(self, self.head)
-                return
-        self._send(fresh=True)
-
-    def _send(self, fresh: bool) -> None:
-        key = self.endpoint  # (address, port)
-        conn = None if fresh else self.proto.worker.pool.acquire(key)
+        conn = self.proto.worker.pool.acquire(self.endpoint)
         if conn is not None:
             self._attach(conn)
         else:
-            self.proto.loop.create_task(self._connect(key))
+            self._open()
+
+    def _open(self) -> None:
+        """Send on a new connection to ``self.endpoint`` (the pool is not asked)."""
+        self.proto.loop.create_task(self._connect(self.endpoint))
 
     async def _connect(self, key: tuple[str, int]) -> None:
         worker = self.proto.worker
@@ -118,7 +105,7 @@ class Exchange:
                 nxt = self.cluster.pick(skip=self.endpoint)
                 if nxt is not None:
                     self.endpoint = nxt
-                    self._send(fresh=True)
+                    self._open()
                     return
             self._fail(502)
             return
@@ -219,7 +206,7 @@ class Exchange:
         # A pooled connection may have been closed by the upstream just as we
         # sent on it: replay a body-less request once more on a fresh one.
         if self.replayable and self.attempts < MAX_ATTEMPTS and conn.uses > 1:
-            self._send(fresh=True)
+            self._open()
             return
         log.warning("upstream failed", extra={"fields": {
             "cluster": self.cluster.name, "upstream": f"{conn.key[0]}:{conn.key[1]}", "error": reason}})

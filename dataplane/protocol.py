@@ -62,7 +62,6 @@ class HttpProtocol(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()
         self.idle_since = time.monotonic()
         self._blocked = 0
-        self._write_paused = False
         self._closed = False
         self._parse_error = False
         self._vh_gen, self._vh_host, self._vh = -1, None, None  # the last Host's virtual host
@@ -286,7 +285,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not ex.keep_alive:
             self._closed = True
-            self.outbox.close(self.transport)  # after the response, then flushed by the transport
+            self.outbox.close(self.transport)  # queued behind the response: it goes out first
             return
         if self.queue:
             self.active = nxt = self.queue.popleft()
@@ -315,10 +314,8 @@ class HttpProtocol(asyncio.Protocol):
         ex = self.active
         if ex is not None and ex.conn is not None:
             ex.conn.transport.pause_reading()
-        self._write_paused = True
 
     def resume_writing(self) -> None:
-        self._write_paused = False
         ex = self.active
         if ex is not None and ex.conn is not None:
             ex.conn.transport.resume_reading()
