@@ -133,6 +133,7 @@ def _vhost(name: str, pending: Any) -> schema.VirtualHost:
         action = schema.Action(
             backends=tuple(schema.WeightedCluster(b.cluster, b.weight) for b in rule.backends),
             request_timeout_ms=rule.timeout_ms,
+            filters=tuple(_filter(f) for f in rule.filters),
         )
         entries.append(schema.RouteEntry(
             match=_match(match),
@@ -140,6 +141,29 @@ def _vhost(name: str, pending: Any) -> schema.VirtualHost:
             source=f"{route.ref}#{rule.index}",
         ))
     return schema.VirtualHost(name=name, entries=tuple(entries), actions=tuple(actions))
+
+
+def _filter(f: irt.Filter) -> schema.Filter:
+    """A Gateway-API-shaped filter config (validated by translate) as schema."""
+    c = f.config
+    if f.type in ("RequestHeaderModifier", "ResponseHeaderModifier"):
+        kind = schema.RequestHeaderModifier if f.type == "RequestHeaderModifier" else schema.ResponseHeaderModifier
+        return kind(
+            set=tuple(schema.HeaderValue(h["name"], h["value"]) for h in c.get("set", ())),
+            add=tuple(schema.HeaderValue(h["name"], h["value"]) for h in c.get("add", ())),
+            remove=tuple(n.lower() for n in c.get("remove", ())),
+        )
+    path = c.get("path") or {}
+    path_type = path.get("type", "")
+    path_value = path.get("replaceFullPath", path.get("replacePrefixMatch", ""))
+    if f.type == "RequestRedirect":
+        return schema.RequestRedirect(
+            scheme=c.get("scheme", ""), hostname=c.get("hostname", ""), port=c.get("port", 0),
+            path_type=path_type, path=path_value, status=c.get("statusCode", 302),
+        )
+    if f.type == "URLRewrite":
+        return schema.URLRewrite(hostname=c.get("hostname", ""), path_type=path_type, path=path_value)
+    raise ValueError(f"compile: no schema for filter type {f.type!r}")  # translate lets none through
 
 
 def _precedence(item: _Pending) -> tuple:

@@ -59,3 +59,23 @@ def classify_request(name: bytes) -> int:
     if len(request_class) < _CACHE_LIMIT:
         request_class[name] = code
     return code
+
+
+# --- header edits (filters) ------------------------------------------------------
+
+
+def drop_lines(lines: list[bytes], names: frozenset[bytes]) -> list[bytes]:
+    """``lines`` ("Name: value\\r\\n" each) without those whose name is in ``names``."""
+    return [h for h in lines if h.split(b":", 1)[0].strip().lower() not in names]
+
+
+def drop_from_block(block: bytes, names: frozenset[bytes]) -> bytes:
+    """A header block ("\\r\\nA: 1\\r\\nB: 2\\r\\n") without the named lines."""
+    kept = [seg for seg in block.split(b"\r\n") if seg and seg.split(b":", 1)[0].strip().lower() not in names]
+    return b"\r\n" + b"".join(seg + b"\r\n" for seg in kept) if kept else b"\r\n"
+
+
+def replace_prefix(path: bytes, prefix: bytes, replacement: bytes) -> bytes:
+    """Gateway API ReplacePrefixMatch: /foo/bar with prefix /foo and "/xyz" is
+    /xyz/bar; with "" or "/" it is /bar; never an empty path."""
+    return replacement.rstrip(b"/") + path[len(prefix.rstrip(b"/")):] or b"/"

@@ -58,6 +58,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client = b""
+        self.local_port = 0
         self.active: Exchange | None = None
         self.queue: deque[Exchange] = deque()
         self.idle_since = time.monotonic()
@@ -77,6 +78,8 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client = peer[0].encode() if peer else b""
+        local = transport.get_extra_info("sockname")
+        self.local_port = local[1] if local else 0  # a redirect without a port keeps it
         self.worker.connections.add(self)
 
     def connection_lost(self, exc) -> None:
@@ -223,6 +226,26 @@ class HttpProtocol(asyncio.Protocol):
         if cand is None:
             return self._local(404, keep_alive, http10, head_only)
         action = cand.action
+        host_out = None
+        if action.filtered:
+            # The fixed order: request header modifier, redirect, rewrite.
+            edit = action.request_edit
+            if edit is not None:
+                kept = hdr.drop_lines(kept, edit.drop)
+                if edit.lines:
+                    kept.append(edit.lines)
+                host_out = edit.host
+            if action.redirect is not None:
+                return self._redirect(action.redirect, cand.prefix, host, path, query, keep_alive, http10, head_only)
+            rewrite = action.rewrite
+            if rewrite is not None:
+                if rewrite.hostname:
+                    host_out = rewrite.hostname.encode()
+                if rewrite.path_type:
+                    new = rewrite.path.encode()
+                    if rewrite.path_type == "ReplacePrefixMatch":
+                        new = hdr.replace_prefix(path, cand.prefix, new)
+                    url = new + b"?" + query if q >= 0 else new
         cluster = action.single or action.choose()
         if cluster is None:
             return self._local(500, keep_alive, http10, head_only)
@@ -240,7 +263,7 @@ class HttpProtocol(asyncio.Protocol):
             if xff is None:
                 self._fwd_host, self._fwd = host, forwarded
         head = b"".join((
-            method, b" ", url, b" HTTP/1.1\r\nhost: ", cluster.host_rewrite or host, b"\r\n",
+            method, b" ", url, b" HTTP/1.1\r\nhost: ", host_out or cluster.host_rewrite or host, b"\r\n",
             *kept,
             b"content-length: " + length + b"\r\n" if length is not None and not chunked else b"",
             b"transfer-encoding: chunked\r\n" if chunked else b"",
@@ -248,11 +271,37 @@ class HttpProtocol(asyncio.Protocol):
         ))
         # Positional for speed: (proto, head, keep_alive, http10, head_only,
         # chunked, replayable, cluster, endpoint, local, timeout)
-        self._enqueue(Exchange(
+        ex = Exchange(
             self, head, keep_alive, http10, head_only, chunked,
             not chunked and (length is None or length == b"0"),
             cluster, endpoint, None, action.timeout,
-        ))
+        )
+        if action.filtered:
+            ex.response_edit = action.response_edit
+        self._enqueue(ex)
+
+    def _redirect(self, r, prefix: bytes, host: bytes, path: bytes, query: bytes,
+                  keep_alive: bool, http10: bool, head_only: bool) -> None:
+        """Answer a RequestRedirect filter: Location built as Gateway API says."""
+        scheme = r.scheme.encode() if r.scheme else self.scheme
+        if r.hostname:
+            hostname = r.hostname.encode()
+        else:
+            hostname = host.lower()
+            c = hostname.rfind(b":")
+            if c >= 0 and hostname[-1:] != b"]":
+                hostname = hostname[:c]
+        # No port given: the new scheme's well-known one, else the listener's.
+        port = r.port or ((443 if r.scheme == "https" else 80) if r.scheme else self.local_port)
+        well_known = (scheme == b"http" and port == 80) or (scheme == b"https" and port == 443)
+        authority = hostname if well_known else b"%s:%d" % (hostname, port)
+        if r.path_type == "ReplaceFullPath":
+            path = r.path.encode()
+        elif r.path_type == "ReplacePrefixMatch":
+            path = hdr.replace_prefix(path, prefix, r.path.encode())
+        location = b"%s://%s%s%s" % (scheme, authority, path, b"?" + query if query else b"")
+        local = responses.redirect(r.status, location, not keep_alive)
+        self._enqueue(Exchange(self, b"", keep_alive, http10, head_only, False, False, None, None, local))
 
     def _local(self, status: int, keep_alive: bool, http10: bool, head_only: bool) -> None:
         local = responses.error(status, not keep_alive, head_only)

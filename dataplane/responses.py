@@ -36,6 +36,14 @@ def build(status: int, body: bytes, *, close: bool, extra: bytes = b"") -> bytes
 PREBUILT = {s: (build(s, b, close=False), build(s, b, close=True)) for s, b in _BODIES.items()}
 
 
+def redirect(status: int, location: bytes, close: bool) -> bytes:
+    """A redirect the gateway answers itself (RequestRedirect filter)."""
+    return (
+        b"HTTP/1.1 %d %s\r\nserver: %s\r\nlocation: %s\r\ncontent-length: 0\r\nconnection: %s\r\n\r\n"
+        % (status, HTTPStatus(status).phrase.encode(), SERVER, location, b"close" if close else b"keep-alive")
+    )
+
+
 def error(status: int, close: bool, head_only: bool = False) -> bytes:
     """The prebuilt response for ``status``; headers only for HEAD requests."""
     data = PREBUILT[status][close]

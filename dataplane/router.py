@@ -28,7 +28,10 @@ from itertools import accumulate
 from urllib.parse import parse_qsl
 
 from shm import codec
-from shm.schema import Action, Cluster, PathExact, PathPrefix, Table
+from shm.schema import (
+    Action, Cluster, PathExact, PathPrefix, RequestHeaderModifier, RequestRedirect,
+    ResponseHeaderModifier, Table, URLRewrite,
+)
 
 
 class ClusterState:
@@ -66,10 +69,28 @@ class ClusterState:
         return ep
 
 
-class CompiledAction:
-    """An Action with its weights precomputed; clusters resolved per generation."""
+class HeaderEdit:
+    """A header modifier made ready to apply: names to drop, lines to append."""
 
-    __slots__ = ("action", "clusters", "cumulative", "total", "timeout", "single")
+    __slots__ = ("drop", "lines", "host")
+
+    def __init__(self, mod) -> None:
+        # "set" replaces every value: drop the name, then add the one line.
+        self.drop = frozenset(h.name.lower().encode() for h in mod.set) | frozenset(
+            n.encode() for n in mod.remove)
+        sets = [h for h in mod.set if h.name.lower() != "host"]
+        adds = [h for h in mod.add if h.name.lower() != "host"]
+        self.lines = b"".join(b"%s: %s\r\n" % (h.name.encode(), h.value.encode()) for h in sets + adds)
+        # Host is one header, framed by the proxy: "set" replaces it, add/remove cannot apply.
+        host = [h.value for h in mod.set if h.name.lower() == "host"]
+        self.host = host[0].encode() if host else None
+
+
+class CompiledAction:
+    """An Action with its weights and filters precomputed; clusters resolved per generation."""
+
+    __slots__ = ("action", "clusters", "cumulative", "total", "timeout", "single",
+                 "filtered", "request_edit", "response_edit", "redirect", "rewrite")
 
     def __init__(self, action: Action, clusters: list[ClusterState | None]) -> None:
         self.action = action
@@ -80,6 +101,17 @@ class CompiledAction:
         self.timeout = action.request_timeout_ms / 1000.0
         # One live backend that resolved: no weighing per request.
         self.single = self.clusters[0] if len(self.clusters) == 1 else None
+        self.request_edit = self.response_edit = self.redirect = self.rewrite = None
+        for f in action.filters:
+            if isinstance(f, RequestHeaderModifier):
+                self.request_edit = HeaderEdit(f)
+            elif isinstance(f, ResponseHeaderModifier):
+                self.response_edit = HeaderEdit(f)
+            elif isinstance(f, RequestRedirect):
+                self.redirect = f
+            elif isinstance(f, URLRewrite):
+                self.rewrite = f
+        self.filtered = bool(action.filters)  # the one test a request without filters pays
 
     def choose(self) -> ClusterState | None:
         """A cluster by weight; None means unresolved (the caller answers 500)."""
@@ -91,10 +123,12 @@ class CompiledAction:
 
 
 class _Candidate:
-    __slots__ = ("rank", "method", "headers", "query", "action", "source")
+    __slots__ = ("rank", "method", "headers", "query", "action", "source", "prefix")
 
     def __init__(self, rank, match, action, source) -> None:
         self.rank = rank
+        # The matched prefix, for ReplacePrefixMatch (compile stores it without a trailing "/").
+        self.prefix = match.path.value.encode() if isinstance(match.path, PathPrefix) else b""
         self.method = match.method.encode()
         self.headers = tuple(
             (h.name.encode(), re.compile(h.value.encode()) if h.kind == "RegularExpression" else h.value.encode())

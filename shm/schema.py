@@ -94,11 +94,53 @@ class WeightedCluster(msgspec.Struct, **_S):
     weight: int = 1
 
 
+# --- filters (Gateway API HTTPRoute filters, already validated by control) ---
+
+
+class HeaderValue(msgspec.Struct, **_S):
+    name: str
+    value: str
+
+
+class RequestHeaderModifier(msgspec.Struct, tag="RequestHeaderModifier", **_S):
+    set: tuple[HeaderValue, ...] = ()  # replaces every value of the header
+    add: tuple[HeaderValue, ...] = ()  # adds a value, keeps the others
+    remove: tuple[str, ...] = ()  # lower-case names
+
+
+class ResponseHeaderModifier(msgspec.Struct, tag="ResponseHeaderModifier", **_S):
+    set: tuple[HeaderValue, ...] = ()
+    add: tuple[HeaderValue, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+class RequestRedirect(msgspec.Struct, tag="RequestRedirect", **_S):
+    scheme: str = ""  # "" = the request's
+    hostname: str = ""  # "" = the request's
+    port: int = 0  # 0 = the scheme's well-known port, else the listener's
+    path_type: str = ""  # "" | "ReplaceFullPath" | "ReplacePrefixMatch"
+    path: str = ""
+    status: int = 302
+
+
+class URLRewrite(msgspec.Struct, tag="URLRewrite", **_S):
+    hostname: str = ""  # "" = keep the Host header
+    path_type: str = ""  # "" | "ReplaceFullPath" | "ReplacePrefixMatch"
+    path: str = ""
+
+
+Filter = RequestHeaderModifier | ResponseHeaderModifier | RequestRedirect | URLRewrite
+
+
 class Action(msgspec.Struct, **_S):
     backends: tuple[WeightedCluster, ...] = ()
     # What a request gets when no backend can be chosen: 500 for a rule whose
     # backends are all unresolved or all weight 0 (Gateway API), else 503.
     request_timeout_ms: int = 0
+    # Applied in this fixed order, whatever the order written: request header
+    # modifier, redirect (answers at once), rewrite, then the response header
+    # modifier on the way back.
+    filters: tuple[Filter, ...] = ()
 
 
 class RouteEntry(msgspec.Struct, **_S):

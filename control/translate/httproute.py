@@ -13,7 +13,7 @@ Rules of attachment, per parentRef (Gateway API, in this order):
 4. The listener must be valid (Accepted, not Conflicted).
 5. Hostnames must intersect (see ``intersect``): ``NoMatchingListenerHostname``.
 6. At least one rule must be valid. A rule we cannot implement faithfully
-   (today: any filter) is dropped and reported with ``PartiallyInvalid``
+   (a filter it cannot honour, see filters.py) is dropped and reported with ``PartiallyInvalid``
    ("Dropped Rule ..."); with none left the route is ``Accepted=False/
    UnsupportedValue``. Dropping is the spec's approach 1: never skip a filter
    silently, since serving a rule without its redirect or auth would be wrong.
@@ -36,6 +36,8 @@ from control.status import (
     StatusReport,
 )
 from control.translate import resources as r
+from control.translate.filters import FilterError
+from control.translate.filters import convert as convert_filters
 from control.translate.backends import BackendResolver, Problem
 from control.translate.gateway import GatewayState, ListenerState
 from control.translate.resources import GATEWAY_GROUP, ObjectKey
@@ -197,11 +199,16 @@ def _rules(
     dropped: list[str] = []
     problems: list[Problem] = []
     for index, rule in enumerate(route.spec.rules):
-        filters = [f.type for f in rule.filters]
-        filters += [f.type for ref in rule.backend_refs for f in ref.filters]
-        if filters:
-            kinds = ", ".join(dict.fromkeys(filters))
-            dropped.append(f"rule {index}: filters are not supported yet ({kinds})")
+        per_backend = [f.type for ref in rule.backend_refs for f in ref.filters]
+        if per_backend:
+            kinds = ", ".join(dict.fromkeys(per_backend))
+            dropped.append(f"rule {index}: filters on backendRefs are not supported yet ({kinds})")
+            continue
+        matches = tuple(_match(m) for m in rule.matches) or (DEFAULT_MATCH,)
+        try:
+            filters = convert_filters(rule.filters, matches)
+        except FilterError as exc:
+            dropped.append(f"rule {index}: {exc}")
             continue
         backends = []
         for ref in rule.backend_refs:
@@ -213,8 +220,9 @@ def _rules(
         rules.append(ir.Rule(
             index=index,
             name=rule.name or "",
-            matches=tuple(_match(m) for m in rule.matches) or (DEFAULT_MATCH,),
+            matches=matches,
             backends=tuple(backends),
+            filters=filters,
             timeout_ms=duration_ms(timeout) if timeout else 0,
         ))
     return rules, dropped, problems

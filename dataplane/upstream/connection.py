@@ -30,7 +30,7 @@ import re
 
 import httptools
 
-from dataplane.headers import nominated
+from dataplane.headers import drop_from_block, nominated
 
 _NO_BODY_STATUS = frozenset({204, 304})
 # Connection values that nominate no other header (the usual ones): skip the parse.
@@ -177,6 +177,9 @@ class UpstreamConnection(asyncio.Protocol):
             length = self.parser.should_keep_alive() or _CONTENT_LENGTH.search(block) is not None
         else:
             block, length, te = self._edit_head(block)
+        edit = ex.response_edit
+        if edit is not None:  # ResponseHeaderModifier
+            block = drop_from_block(block, edit.drop) + edit.lines
         framing = b""
         if not (ex.head_only or status in _NO_BODY_STATUS):
             if te:

@@ -1,0 +1,170 @@
+"""HTTPRoute filters: validated as the Gateway API specifies, then kept as IR.
+
+A filter is either understood completely or its rule is dropped with a reason
+(the spec's option for filters an implementation cannot honour: never serve a
+rule without its redirect or header change). The IR keeps each filter as a
+``Filter(type, config)`` whose config has exactly the shape of the Gateway API
+object (camelCase keys), so other sources (Ingress annotations, FluxGateRoute)
+produce the same shapes and compile() reads one format.
+
+Supported: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect,
+URLRewrite. Not yet: RequestMirror, CORS, ExtensionRef (and filters on a
+backendRef) - their rules are dropped with "not supported yet".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from control import ir
+from control.translate import resources as r
+
+SUPPORTED = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite")
+_MEMBER = {
+    "RequestHeaderModifier": "request_header_modifier",
+    "ResponseHeaderModifier": "response_header_modifier",
+    "RequestRedirect": "request_redirect",
+    "URLRewrite": "url_rewrite",
+    "RequestMirror": "request_mirror",
+    "CORS": "cors",
+    "ExtensionRef": "extension_ref",
+}
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_MAX_HEADERS = 16
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+
+
+class FilterError(ValueError):
+    """Why a filter cannot be served; becomes the reason its rule is dropped."""
+
+
+def convert(filters: tuple[r.HTTPRouteFilter, ...], matches: tuple[ir.RouteMatch, ...]) -> tuple[ir.Filter, ...]:
+    """The rule's filters as IR, or FilterError naming the first problem."""
+    out: list[ir.Filter] = []
+    seen: set[str] = set()
+    for i, f in enumerate(filters):
+        where = f"filters[{i}]"
+        if f.type not in _MEMBER:
+            raise FilterError(f"{where}: unknown filter type {f.type!r}")
+        if f.type not in SUPPORTED:
+            raise FilterError(f"{where}: {f.type} filters are not supported yet")
+        if f.type in seen:
+            raise FilterError(f"{where}: {f.type} may appear only once in a rule")
+        seen.add(f.type)
+        member = getattr(f, _MEMBER[f.type])
+        if not isinstance(member, dict):
+            raise FilterError(f"{where}: type {f.type} needs its {_camel(_MEMBER[f.type])} field")
+        config = _CHECKS[f.type](member, matches, f"{where}.{_camel(_MEMBER[f.type])}")
+        out.append(ir.Filter(type=f.type, config=config))
+    if "RequestRedirect" in seen and "URLRewrite" in seen:
+        raise FilterError("a rule may have a RequestRedirect or a URLRewrite filter, not both")
+    return tuple(out)
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(w.capitalize() for w in rest).replace("Url", "URL")
+
+
+def _header_modifier(m: dict, matches, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    names: set[str] = set()
+    for field in ("set", "add"):
+        items = m.get(field) or []
+        if not isinstance(items, list) or len(items) > _MAX_HEADERS:
+            raise FilterError(f"{where}.{field}: a list of at most {_MAX_HEADERS} headers")
+        for j, h in enumerate(items):
+            if not isinstance(h, dict) or not isinstance(h.get("name"), str) or not isinstance(h.get("value"), str):
+                raise FilterError(f"{where}.{field}[{j}]: needs a name and a value (strings)")
+            name = h["name"]
+            if not _TOKEN.match(name):
+                raise FilterError(f"{where}.{field}[{j}].name: {name!r} is not a valid header name")
+            if any(c in h["value"] for c in "\r\n\0"):
+                raise FilterError(f"{where}.{field}[{j}].value: must not contain CR, LF or NUL")
+            if name.lower() in names:
+                raise FilterError(f"{where}.{field}[{j}].name: {name!r} is named twice")
+            names.add(name.lower())
+        if items:
+            out[field] = [{"name": h["name"], "value": h["value"]} for h in items]
+    remove = m.get("remove") or []
+    if not isinstance(remove, list) or len(remove) > _MAX_HEADERS:
+        raise FilterError(f"{where}.remove: a list of at most {_MAX_HEADERS} header names")
+    for j, name in enumerate(remove):
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise FilterError(f"{where}.remove[{j}]: {name!r} is not a valid header name")
+    if remove:
+        out["remove"] = list(remove)
+    return out
+
+
+def _path_modifier(m: dict, matches, where: str) -> dict[str, str] | None:
+    path = m.get("path")
+    if path is None:
+        return None
+    if not isinstance(path, dict):
+        raise FilterError(f"{where}.path: must be an object")
+    kind = path.get("type")
+    field = {"ReplaceFullPath": "replaceFullPath", "ReplacePrefixMatch": "replacePrefixMatch"}.get(kind)
+    if field is None:
+        raise FilterError(f"{where}.path.type: must be ReplaceFullPath or ReplacePrefixMatch, got {kind!r}")
+    value = path.get(field)
+    if not isinstance(value, str) or (value and not value.startswith("/")):
+        raise FilterError(f"{where}.path.{field}: must be set and start with '/'")
+    if kind == "ReplacePrefixMatch" and any(x.path.type != "PathPrefix" for x in matches):
+        raise FilterError(f"{where}.path: ReplacePrefixMatch needs every match of the rule to be a PathPrefix")
+    return {"type": kind, field: value}
+
+
+def _hostname(m: dict, where: str) -> str:
+    host = m.get("hostname")
+    if host is None:
+        return ""
+    if not isinstance(host, str) or not _HOSTNAME.match(host) or len(host) > 253:
+        raise FilterError(f"{where}.hostname: {host!r} is not a valid hostname (no wildcards, lower-case)")
+    return host
+
+
+def _redirect(m: dict, matches, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    scheme = m.get("scheme")
+    if scheme is not None:
+        if scheme not in ("http", "https"):
+            raise FilterError(f"{where}.scheme: must be http or https, got {scheme!r}")
+        out["scheme"] = scheme
+    host = _hostname(m, where)
+    if host:
+        out["hostname"] = host
+    port = m.get("port")
+    if port is not None:
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise FilterError(f"{where}.port: must be a number from 1 to 65535")
+        out["port"] = port
+    path = _path_modifier(m, matches, where)
+    if path:
+        out["path"] = path
+    code = m.get("statusCode", 302)
+    if code not in REDIRECT_CODES:
+        raise FilterError(f"{where}.statusCode: must be one of {', '.join(map(str, REDIRECT_CODES))}")
+    out["statusCode"] = code
+    return out
+
+
+def _rewrite(m: dict, matches, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    host = _hostname(m, where)
+    if host:
+        out["hostname"] = host
+    path = _path_modifier(m, matches, where)
+    if path:
+        out["path"] = path
+    return out
+
+
+_CHECKS = {
+    "RequestHeaderModifier": _header_modifier,
+    "ResponseHeaderModifier": _header_modifier,
+    "RequestRedirect": _redirect,
+    "URLRewrite": _rewrite,
+}

@@ -1,0 +1,101 @@
+"""HTTPRoute filters through real workers: what the backend sees, what the client gets."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.gateway import echoed, objects, request, route, write_config
+
+
+def _rule(path: str, filters: list, match_type: str = "PathPrefix", backend: bool = True) -> dict:
+    rule = {"matches": [{"path": {"type": match_type, "value": path}}], "filters": filters}
+    if backend:
+        rule["backendRefs"] = [{"name": "a", "port": 80}]
+    return rule
+
+
+@pytest.fixture
+def gw(tmp_path, gateway_factory, echo_factory, port):
+    a = echo_factory("a")
+    cfg = tmp_path / "gw.yaml"
+    write_config(cfg, objects(port, {"a": [a.port]}, [route("filters", [
+        _rule("/headers", [
+            {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                "set": [{"name": "X-Env", "value": "prod"}],
+                "add": [{"name": "X-Added", "value": "1"}],
+                "remove": ["X-Debug"]}},
+            {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+                "set": [{"name": "Cache-Control", "value": "no-store"}],
+                "add": [{"name": "X-Served-By", "value": "fluxgate"}],
+                "remove": ["X-Backend"]}},
+        ]),
+        _rule("/old", [{"type": "RequestRedirect", "requestRedirect": {
+            "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/new"}}}], backend=False),
+        _rule("/secure", [{"type": "RequestRedirect", "requestRedirect": {
+            "scheme": "https", "hostname": "secure.example.com", "statusCode": 301}}], backend=False),
+        _rule("/moved", [{"type": "RequestRedirect", "requestRedirect": {
+            "port": 8443, "statusCode": 308, "path": {"type": "ReplaceFullPath", "replaceFullPath": "/here"}}}],
+            backend=False),
+        _rule("/api", [{"type": "URLRewrite", "urlRewrite": {
+            "hostname": "internal.example.com",
+            "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v2"}}}]),
+        _rule("/full", [{"type": "URLRewrite", "urlRewrite": {
+            "path": {"type": "ReplaceFullPath", "replaceFullPath": "/fixed"}}}]),
+        {"backendRefs": [{"name": "a", "port": 80}]},
+    ])]))
+    return gateway_factory(cfg)
+
+
+def test_filters_request_header_modifier_sets_adds_and_removes(gw, port):
+    status, _, body = request(port, "/headers", headers={"X-Env": "dev", "X-Debug": "1", "X-Other": "kept"})
+    seen = echoed(body)["headers"]
+    names = [k.lower() for k, _ in seen]
+    assert status == 200
+    assert [v for k, v in seen if k.lower() == "x-env"] == ["prod"]  # replaced, not added
+    assert ("X-Added", "1") in [tuple(h) for h in seen]
+    assert "x-debug" not in names and ("X-Other", "kept") in [tuple(h) for h in seen]
+
+
+def test_filters_response_header_modifier_edits_what_the_client_gets(gw, port):
+    status, headers, _ = request(port, "/headers")
+    assert status == 200
+    assert headers["cache-control"] == "no-store" and headers["x-served-by"] == "fluxgate"
+    assert "x-backend" not in headers
+
+
+def test_filters_redirect_keeps_scheme_host_and_listener_port_by_default(gw, port):
+    status, headers, body = request(port, "/old/page?q=1", host="shop.example.com")
+    assert status == 302 and body == b""
+    assert headers["location"] == f"http://shop.example.com:{port}/new/page?q=1"
+
+
+def test_filters_redirect_to_https_uses_the_well_known_port(gw, port):
+    status, headers, _ = request(port, "/secure/x", host=f"shop.example.com:{port}")
+    assert status == 301
+    assert headers["location"] == "https://secure.example.com/secure/x"
+
+
+def test_filters_redirect_with_port_and_full_path(gw, port):
+    status, headers, _ = request(port, "/moved/anything", host="shop.example.com")
+    assert status == 308
+    assert headers["location"] == "http://shop.example.com:8443/here"
+
+
+def test_filters_url_rewrite_changes_path_prefix_and_host_upstream(gw, port):
+    status, _, body = request(port, "/api/users?id=7", host="public.example.com")
+    seen = echoed(body)
+    headers = {k.lower(): v for k, v in seen["headers"]}
+    assert status == 200
+    assert seen["url"] == "/v2/users?id=7"
+    assert headers["host"] == "internal.example.com"
+    assert headers["x-forwarded-host"] == "public.example.com"  # the client's, unchanged
+
+
+def test_filters_url_rewrite_full_path(gw, port):
+    assert echoed(request(port, "/full/a/b?x=1")[2])["url"] == "/fixed?x=1"
+
+
+def test_filters_do_not_touch_other_rules(gw, port):
+    status, headers, body = request(port, "/plain", headers={"X-Debug": "1"})
+    assert status == 200 and "x-backend" in headers
+    assert ("X-Debug", "1") in [tuple(h) for h in echoed(body)["headers"]]
