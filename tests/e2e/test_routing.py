@@ -200,3 +200,25 @@ def test_proxy_streams_a_large_response_to_a_slow_reader_intact(tmp_path, gatewa
         assert echoed(conn.getresponse().read())["url"] == "/again"
     finally:
         conn.close()
+
+
+def test_routing_all_zero_weights_answer_500_and_zero_weight_backends_get_nothing(tmp_path, gateway_factory, echo_factory, port):
+    a, b = echo_factory("a"), echo_factory("b")
+    _gateway(tmp_path, gateway_factory, port, {"a": [a.port], "b": [b.port]}, [route("r", [
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/zero"}}],
+         "backendRefs": [{"name": "a", "port": 80, "weight": 0}, {"name": "b", "port": 80, "weight": 0}]},
+        {"backendRefs": [{"name": "a", "port": 80, "weight": 1}, {"name": "b", "port": 80, "weight": 0}]},
+    ])])
+    assert request(port, "/zero")[0] == 500
+    assert {echoed(request(port, "/")[2])["backend"] for _ in range(30)} == {"a"}
+
+
+def test_routing_unresolved_backend_fails_only_its_share(tmp_path, gateway_factory, echo_factory, port):
+    a = echo_factory("a")
+    _gateway(tmp_path, gateway_factory, port, {"a": [a.port]}, [route("r", [
+        {"backendRefs": [{"name": "a", "port": 80, "weight": 1}, {"name": "missing", "port": 80, "weight": 1}]},
+    ])])
+    statuses = Counter(request(port, "/")[0] for _ in range(400))
+    assert set(statuses) == {200, 500}
+    # Binomial(400, 0.5): mean 200, sd 10; 140..260 is 6 sd either side.
+    assert 140 <= statuses[500] <= 260, statuses
