@@ -9,6 +9,8 @@ Prometheus and operators, never for traffic.
   /debug/config    the live table (generation, checksum, workers, table)
   /debug/status    per-object conditions from the last translation
   /debug/workers   the supervisor's view of each worker
+  /debug/route     which route, rule and backend a request would take, and why
+                   (?host=…&path=…&method=…&port=…; other parameters are headers)
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, generate_latest
+
+from control.explain import ExplainError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = logging.getLogger("fluxgate.admin")
@@ -45,6 +49,7 @@ class Admin:
             "/debug/config": lambda q: _json(200, state.debug_config()),
             "/debug/status": lambda q: _json(200, state.debug_status()),
             "/debug/workers": lambda q: _json(200, state.supervisor.describe()),
+            "/debug/route": self._route,
         }
 
     async def start(self) -> None:
@@ -88,7 +93,7 @@ class Admin:
         if handler is None:
             return 404, "text/plain", ("not found; try " + ", ".join(self.routes) + "\n").encode()
         try:
-            return handler(parse_qs(url.query))
+            return handler(parse_qs(url.query, keep_blank_values=True))
         except Exception:  # an admin bug must never take the gateway down
             log.exception("admin handler failed", extra={"fields": {"path": url.path}})
             return 500, "text/plain", b"internal error\n"
@@ -99,6 +104,12 @@ class Admin:
     def _readyz(self, q) -> tuple[int, str, bytes]:
         ok, why = self.state.ready()
         return (200 if ok else 503), "text/plain", (why + "\n").encode()
+
+    def _route(self, q) -> tuple[int, str, bytes]:
+        try:
+            return _json(200, self.state.debug_route(q))
+        except ExplainError as exc:
+            return _json(400, {"error": str(exc)})
 
     def _metrics(self, q) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.registry)

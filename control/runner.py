@@ -24,6 +24,7 @@ from control.admin import Admin
 from control.cache import ObjectCache
 from control.compile import compile_table
 from control.config import Config, ConfigError
+from control.explain import ExplainError, explain_request
 from control.publish import Publisher
 from control.sources.files import FileSource
 from control.supervisor import Supervisor
@@ -197,6 +198,12 @@ class Runner:
             "workers": self.supervisor.describe(),
             "table": table,
         }
+
+    def debug_route(self, params: dict) -> dict:
+        data = self.writer.current()
+        if not data:
+            raise ExplainError("no table published yet")
+        return explain_request(codec.decode_index(data), params)
 
     def debug_status(self) -> dict:
         report = self.status.to_builtins() if self.status is not None else {"objects": [], "notes": []}

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import bisect
 import random
-import re
 from itertools import accumulate
-from urllib.parse import parse_qsl
 
 from shm import codec
+from shm.match import HostIndex, PathIndex
 from shm.schema import (
-    Action, Cluster, PathExact, PathPrefix, RequestHeaderModifier, RequestRedirect,
+    Action, Cluster, RequestHeaderModifier, RequestRedirect,
     ResponseHeaderModifier, Table, URLRewrite,
 )
 
@@ -122,138 +121,14 @@ class CompiledAction:
         return self.clusters[bisect.bisect_right(self.cumulative, random.random() * self.total)]
 
 
-class _Candidate:
-    __slots__ = ("rank", "method", "headers", "query", "action", "source", "prefix")
+class VirtualHostRouter(PathIndex):
+    """A virtual host for a worker: the shared PathIndex with compiled actions."""
 
-    def __init__(self, rank, match, action, source) -> None:
-        self.rank = rank
-        # The matched prefix, for ReplacePrefixMatch (compile stores it without a trailing "/").
-        self.prefix = match.path.value.encode() if isinstance(match.path, PathPrefix) else b""
-        self.method = match.method.encode()
-        self.headers = tuple(
-            (h.name.encode(), re.compile(h.value.encode()) if h.kind == "RegularExpression" else h.value.encode())
-            for h in match.headers
-        )
-        self.query = tuple(
-            (q.name, re.compile(q.value) if q.kind == "RegularExpression" else q.value)
-            for q in match.query
-        )
-        self.action = action
-        self.source = source
-
-    def holds(self, method: bytes, req: "RequestView") -> bool:
-        if self.method and method != self.method:
-            return False
-        if self.headers:
-            have = req.header_map()
-            for name, want in self.headers:
-                got = have.get(name)
-                if got is None:
-                    return False
-                if isinstance(want, bytes):
-                    if got != want:
-                        return False
-                elif not want.fullmatch(got):
-                    return False
-        if self.query:
-            params = req.query_map()
-            for name, want in self.query:
-                got = params.get(name)
-                if got is None:
-                    return False
-                if isinstance(want, str):
-                    if got != want:
-                        return False
-                elif not want.fullmatch(got):
-                    return False
-        return True
-
-
-class RequestView:
-    """What matching may read of a request; maps are built only if a rule asks."""
-
-    __slots__ = ("headers", "query_string", "_hmap", "_qmap")
-
-    def __init__(self, headers: list, query_string: bytes) -> None:
-        self.headers = headers
-        self.query_string = query_string
-        self._hmap = None
-        self._qmap = None
-
-    def header_map(self) -> dict[bytes, bytes]:
-        if self._hmap is None:
-            m: dict[bytes, bytes] = {}
-            for name, value in self.headers:
-                key = name.lower()
-                # Repeated headers compare as their comma-joined value (RFC 9110 5.3).
-                m[key] = m[key] + b"," + value if key in m else value
-            self._hmap = m
-        return self._hmap
-
-    def query_map(self) -> dict[str, str]:
-        if self._qmap is None:
-            m: dict[str, str] = {}
-            for k, v in parse_qsl(self.query_string.decode("latin-1"), keep_blank_values=True):
-                m.setdefault(k, v)  # first value wins, as Gateway API specifies
-            self._qmap = m
-        return self._qmap
-
-
-class VirtualHostRouter:
-    """Route entries of one virtual host, indexed for lookup."""
-
-    __slots__ = ("name", "exact", "prefixes", "prefix_lengths", "regexes", "trivial")
+    __slots__ = ()
 
     def __init__(self, vhost, router: "Router") -> None:
-        self.name = vhost.name
         actions = [router.compile_action(a) for a in vhost.actions]
-        self.exact: dict[bytes, list[_Candidate]] = {}
-        self.prefixes: dict[bytes, list[_Candidate]] = {}
-        self.regexes: list[tuple[re.Pattern, _Candidate]] = []
-        for rank, e in enumerate(vhost.entries):
-            cand = _Candidate(rank, e.match, actions[e.action], e.source)
-            p = e.match.path
-            if isinstance(p, PathExact):
-                self.exact.setdefault(p.value.encode(), []).append(cand)
-            elif isinstance(p, PathPrefix):
-                self.prefixes.setdefault(p.value.encode(), []).append(cand)
-            else:
-                self.regexes.append((re.compile(p.value.encode()), cand))
-        self.prefix_lengths = sorted({len(p) for p in self.prefixes}, reverse=True)
-        # The common case - one unconditional catch-all - answers without a search.
-        only = self.prefixes.get(b"/")
-        self.trivial = (
-            only[0] if not self.exact and not self.regexes and len(self.prefixes) == 1
-            and not only[0].method and not only[0].headers and not only[0].query else None
-        )
-
-    def match(self, method: bytes, path: bytes, headers: list, query: bytes) -> _Candidate | None:
-        """The highest-precedence entry whose conditions hold, or None."""
-        if self.trivial is not None:
-            return self.trivial
-        req = RequestView(headers, query)
-        best: _Candidate | None = None
-        for cand in self.exact.get(path, ()):
-            if cand.holds(method, req):
-                best = cand
-                break
-        n = len(path)
-        for length in self.prefix_lengths:
-            if length > n:
-                continue
-            # Segment-aware: "/a" matches "/a" and "/a/b", never "/ab".
-            if length > 1 and n > length and path[length] != 47:  # "/"
-                continue
-            for cand in self.prefixes.get(path[:length], ()):
-                if best is not None and cand.rank > best.rank:
-                    break
-                if cand.holds(method, req):
-                    best = cand
-                    break
-        for pattern, cand in self.regexes:
-            if (best is None or cand.rank < best.rank) and pattern.fullmatch(path) and cand.holds(method, req):
-                best = cand
-        return best
+        super().__init__(vhost, lambda e: actions[e.action])
 
 
 class Router:
@@ -282,31 +157,16 @@ class Router:
             if digests.get(n) == v[0]
         }
         self._decoded: list[VirtualHostRouter | None] = [None] * len(table.vhosts)
-        self._hosts: dict[str, tuple[dict[bytes, int], list[tuple[bytes, int]], int]] = {}
-        for lst in table.listeners:
-            self._hosts[lst.name] = (
-                {h.host.encode(): h.vhost for h in lst.exact},
-                [(h.host[1:].encode(), h.vhost) for h in lst.wildcards],  # ".example.com"
-                lst.default_vhost,
-            )
+        self._hosts = {lst.name: HostIndex(lst) for lst in table.listeners}
 
     def listener_names(self) -> list[str]:
         return list(self._hosts)
 
     def vhost(self, listener: str, host: bytes) -> VirtualHostRouter | None:
-        entry = self._hosts.get(listener)
-        if entry is None:
+        hosts = self._hosts.get(listener)
+        if hosts is None:
             return None
-        exact, wildcards, default = entry
-        i = exact.get(host, -1)
-        if i < 0:
-            for suffix, j in wildcards:
-                # "*.example.com" matches "a.example.com" and "a.b.example.com", not "example.com".
-                if host.endswith(suffix) and len(host) > len(suffix):
-                    i = j
-                    break
-            else:
-                i = default
+        i = hosts.lookup(host)
         if i < 0:
             return None
         vh = self._decoded[i]

@@ -109,3 +109,11 @@ def test_router_round_robin_skips_the_endpoint_that_failed():
     first = c.pick()
     assert c.pick(skip=first) != first
     assert ClusterState(Cluster("e", ())).pick() is None
+
+
+def test_router_vhost_with_only_a_non_root_prefix_routes_and_404s():
+    # Found by the explainer's property test: the catch-all shortcut assumed "/".
+    vh = _vh("v", [entry(PathPrefix("/a"), 0, "a")], 1)
+    r = Router(table([vh], [UP]))
+    assert _source(r, path=b"/a/b") == "a"
+    assert _source(r, path=b"/") is None
