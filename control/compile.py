@@ -23,7 +23,8 @@ done here once):
     6. "{namespace}/{name}" alphabetically; 7. rule order, then match order.
 * PathPrefix values are stored without a trailing slash ("/" stays "/").
 * Identical ``Action``s within a vhost are stored once and shared by index.
-* ``clusters`` are exactly those referenced by some action, sorted by name.
+* ``clusters`` are exactly those referenced by some action (a backend or a
+  mirror), sorted by name.
 * Everything is sorted or derived from sorted input, so equal IR compiles to an
   equal table: the publisher keeps the bytes of every blob whose struct is
   unchanged.
@@ -90,6 +91,8 @@ def compile_table(ir: irt.IR, source: str = "") -> schema.CompiledTable:
         ))
 
     used = {wc.cluster for vh in vhosts for action in vh.actions for wc in action.backends}
+    used |= {f.cluster for vh in vhosts for action in vh.actions for f in action.filters
+             if isinstance(f, schema.RequestMirror)}
     clusters = tuple(
         schema.Cluster(
             name=c.name,
@@ -133,7 +136,9 @@ def _vhost(name: str, pending: Any) -> schema.VirtualHost:
         action = schema.Action(
             backends=tuple(schema.WeightedCluster(b.cluster, b.weight) for b in rule.backends),
             request_timeout_ms=rule.timeout_ms,
-            filters=tuple(_filter(f) for f in rule.filters),
+            # A mirror whose backend could not be resolved is left out (translate reported it).
+            filters=tuple(_filter(f) for f in rule.filters
+                          if f.type != "RequestMirror" or f.config.get("cluster")),
         )
         entries.append(schema.RouteEntry(
             match=_match(match),
@@ -163,6 +168,8 @@ def _filter(f: irt.Filter) -> schema.Filter:
         )
     if f.type == "URLRewrite":
         return schema.URLRewrite(hostname=c.get("hostname", ""), path_type=path_type, path=path_value)
+    if f.type == "RequestMirror":
+        return schema.RequestMirror(cluster=c["cluster"], percent=c.get("percent", 100.0))
     raise ValueError(f"compile: no schema for filter type {f.type!r}")  # translate lets none through
 
 

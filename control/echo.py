@@ -6,6 +6,8 @@ Request headers steer it (for tests): ``x-echo-delay: SECONDS`` answers late,
 ``x-echo-status: CODE`` picks the status, ``x-echo-chunks: N`` sends the body
 chunked in N pieces, ``x-echo-close: 1`` closes after answering,
 ``x-echo-size: N`` answers N bytes of a known pattern instead of the report.
+``GET /__echo/requests`` answers the reports of the last requests received
+(a mirror target in tests is asked what reached it this way).
 Run: ``python -m control.echo --port 0 --name v1`` (prints "listening PORT").
 """
 
@@ -18,6 +20,9 @@ import signal
 import sys
 
 import httptools
+
+RECEIVED: list[dict] = []  # the last reports, newest last
+KEEP = 1000
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -63,6 +68,13 @@ class EchoProtocol(asyncio.Protocol):
             "body_bytes": len(self.body),
             "body": self.body[:4096].decode("latin-1"),
         }
+        if report["url"] == "/__echo/requests":
+            body = json.dumps(RECEIVED).encode()
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            return
+        RECEIVED.append(report)
+        del RECEIVED[:-KEEP]
         steer = {k.lower(): v for k, v in self.headers if k.lower().startswith("x-echo-")}
         keep = self.parser.should_keep_alive() and steer.get("x-echo-close") != "1"
         delay = float(steer.get("x-echo-delay", "0") or 0)

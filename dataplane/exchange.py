@@ -37,7 +37,7 @@ class Exchange:
         "proto", "head", "keep_alive", "http10", "head_only", "chunked", "replayable",
         "cluster", "endpoint", "attempts", "local", "body", "body_bytes", "conn",
         "started", "req_done", "resp_done", "response_started", "timer", "timeout", "dead",
-        "response_edit",
+        "response_edit", "mirrors",
     )
 
     def __init__(self, proto, head: bytes, keep_alive: bool, http10: bool, head_only: bool,
@@ -65,6 +65,7 @@ class Exchange:
         self.timeout = timeout
         self.dead = False  # the downstream connection is gone
         self.response_edit = None  # a ResponseHeaderModifier (router.HeaderEdit), if any
+        self.mirrors = ()  # Mirror copies of this request (RequestMirror), if any
 
     # --- starting ---------------------------------------------------------------
 
@@ -133,10 +134,12 @@ class Exchange:
     # --- request body (from the downstream parser) --------------------------------
 
     def body_chunk(self, chunk: bytes) -> None:
-        if self.resp_done:
-            return  # the response is over; the rest of the body is read and dropped
         if self.chunked:
             chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        for mirror in self.mirrors:
+            mirror.body_chunk(chunk)
+        if self.resp_done:
+            return  # the response is over; the rest of the body is read and dropped
         if self.conn is not None:
             self.conn.write(chunk)
         else:
@@ -147,10 +150,12 @@ class Exchange:
 
     def request_finished(self) -> None:
         self.req_done = True
+        if self.chunked and (self.mirrors or not self.resp_done):
+            self.body_chunk(b"")  # frames as "0\r\n\r\n": the last chunk
+        for mirror in self.mirrors:
+            mirror.request_finished()
         if self.resp_done:
             self.proto.exchange_done(self)
-        elif self.chunked:
-            self.body_chunk(b"")  # frames as "0\r\n\r\n": the last chunk
 
     # --- response (from the upstream connection) -----------------------------------
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import deque
 
@@ -33,6 +34,7 @@ import httptools
 
 from dataplane import responses
 from dataplane.exchange import Exchange
+from dataplane.mirror import Mirror
 from dataplane import headers as hdr
 from dataplane.headers import CONNECTION, HOST, LENGTH, PASS, TE, XFF, nominated
 
@@ -278,7 +280,17 @@ class HttpProtocol(asyncio.Protocol):
         )
         if action.filtered:
             ex.response_edit = action.response_edit
+            if action.mirrors:
+                ex.mirrors = self._mirrors(action.mirrors, head, head_only)
         self._enqueue(ex)
+
+    def _mirrors(self, mirrors, head: bytes, head_only: bool) -> tuple:
+        """Start the copies of this request its RequestMirror filters ask for."""
+        started = []
+        for cluster, percent in mirrors:
+            if percent >= 100.0 or random.random() * 100.0 < percent:
+                started.append(Mirror(self.worker, cluster, head, head_only))
+        return tuple(started)
 
     def _redirect(self, r, prefix: bytes, host: bytes, path: bytes, query: bytes,
                   keep_alive: bool, http10: bool, head_only: bool) -> None:

@@ -28,7 +28,7 @@ from itertools import accumulate
 from shm import codec
 from shm.match import HostIndex, PathIndex
 from shm.schema import (
-    Action, Cluster, RequestHeaderModifier, RequestRedirect,
+    Action, Cluster, RequestHeaderModifier, RequestMirror, RequestRedirect,
     ResponseHeaderModifier, Table, URLRewrite,
 )
 
@@ -89,9 +89,10 @@ class CompiledAction:
     """An Action with its weights and filters precomputed; clusters resolved per generation."""
 
     __slots__ = ("action", "clusters", "cumulative", "total", "timeout", "single",
-                 "filtered", "request_edit", "response_edit", "redirect", "rewrite")
+                 "filtered", "request_edit", "response_edit", "redirect", "rewrite", "mirrors")
 
-    def __init__(self, action: Action, clusters: list[ClusterState | None]) -> None:
+    def __init__(self, action: Action, clusters: list[ClusterState | None],
+                 mirrors: tuple = ()) -> None:
         self.action = action
         live = [(c, b.weight) for c, b in zip(clusters, action.backends) if b.weight > 0]
         self.clusters = [c for c, _ in live]
@@ -101,6 +102,7 @@ class CompiledAction:
         # One live backend that resolved: no weighing per request.
         self.single = self.clusters[0] if len(self.clusters) == 1 else None
         self.request_edit = self.response_edit = self.redirect = self.rewrite = None
+        self.mirrors = mirrors  # ((ClusterState, percent), ...), resolved by the Router
         for f in action.filters:
             if isinstance(f, RequestHeaderModifier):
                 self.request_edit = HeaderEdit(f)
@@ -198,7 +200,11 @@ class Router:
         return state
 
     def compile_action(self, action: Action) -> CompiledAction:
-        return CompiledAction(action, [self.cluster(b.cluster) for b in action.backends])
+        mirrors = tuple(
+            (state, f.percent) for f in action.filters if isinstance(f, RequestMirror)
+            if (state := self.cluster(f.cluster)) is not None
+        )
+        return CompiledAction(action, [self.cluster(b.cluster) for b in action.backends], mirrors)
 
     def route(self, listener: str, host: bytes, method: bytes, path: bytes, headers: list, query: bytes):
         """The winning route entry (``.action``, ``.source``) or None (404)."""

@@ -129,7 +129,14 @@ class URLRewrite(msgspec.Struct, tag="URLRewrite", **_S):
     path: str = ""
 
 
-Filter = RequestHeaderModifier | ResponseHeaderModifier | RequestRedirect | URLRewrite
+class RequestMirror(msgspec.Struct, tag="RequestMirror", **_S):
+    """A copy of the request to ``cluster``, response ignored (fire and forget)."""
+
+    cluster: str
+    percent: float = 100.0  # of requests mirrored
+
+
+Filter = RequestHeaderModifier | ResponseHeaderModifier | RequestRedirect | URLRewrite | RequestMirror
 
 
 class Action(msgspec.Struct, **_S):

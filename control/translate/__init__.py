@@ -62,6 +62,8 @@ def translate(
         lst.to_ir() for state in gateways.values() for lst in state.listeners if lst.usable
     )
     used = {b.cluster for route in routes for rule in route.rules for b in rule.backends}
+    used |= {f.config.get("cluster", "") for route in routes for rule in route.rules
+             for f in rule.filters if f.type == "RequestMirror"}  # mirror targets are served too
     clusters = tuple(c for c in resolver.clusters() if c.name in used)
     return Translation(IR(listeners=listeners, routes=routes, clusters=clusters), report)
 

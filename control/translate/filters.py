@@ -8,19 +8,24 @@ object (camelCase keys), so other sources (Ingress annotations, FluxGateRoute)
 produce the same shapes and compile() reads one format.
 
 Supported: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect,
-URLRewrite. Not yet: RequestMirror, CORS, ExtensionRef (and filters on a
-backendRef) - their rules are dropped with "not supported yet".
+URLRewrite, RequestMirror (its config gains the resolved ``cluster``; "" when
+the backend cannot be resolved, which disables the mirror, not the rule).
+Not yet: CORS, ExtensionRef (and filters on a backendRef) - their rules are
+dropped with "not supported yet".
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from control import ir
 from control.translate import resources as r
 
-SUPPORTED = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite")
+SUPPORTED = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite",
+             "RequestMirror")
+# Resolves a mirror's backendRef to a cluster name ("" when it cannot be).
+Resolve = Callable[[r.HTTPBackendRef], str]
 _MEMBER = {
     "RequestHeaderModifier": "request_header_modifier",
     "ResponseHeaderModifier": "response_header_modifier",
@@ -40,7 +45,8 @@ class FilterError(ValueError):
     """Why a filter cannot be served; becomes the reason its rule is dropped."""
 
 
-def convert(filters: tuple[r.HTTPRouteFilter, ...], matches: tuple[ir.RouteMatch, ...]) -> tuple[ir.Filter, ...]:
+def convert(filters: tuple[r.HTTPRouteFilter, ...], matches: tuple[ir.RouteMatch, ...],
+            resolve: Resolve | None = None) -> tuple[ir.Filter, ...]:
     """The rule's filters as IR, or FilterError naming the first problem."""
     out: list[ir.Filter] = []
     seen: set[str] = set()
@@ -50,13 +56,15 @@ def convert(filters: tuple[r.HTTPRouteFilter, ...], matches: tuple[ir.RouteMatch
             raise FilterError(f"{where}: unknown filter type {f.type!r}")
         if f.type not in SUPPORTED:
             raise FilterError(f"{where}: {f.type} filters are not supported yet")
-        if f.type in seen:
+        if f.type in seen and f.type != "RequestMirror":  # mirrors may repeat
             raise FilterError(f"{where}: {f.type} may appear only once in a rule")
         seen.add(f.type)
         member = getattr(f, _MEMBER[f.type])
         if not isinstance(member, dict):
             raise FilterError(f"{where}: type {f.type} needs its {_camel(_MEMBER[f.type])} field")
         config = _CHECKS[f.type](member, matches, f"{where}.{_camel(_MEMBER[f.type])}")
+        if f.type == "RequestMirror":
+            config["cluster"] = resolve(_mirror_ref(config["backendRef"])) if resolve else ""
         out.append(ir.Filter(type=f.type, config=config))
     if "RequestRedirect" in seen and "URLRewrite" in seen:
         raise FilterError("a rule may have a RequestRedirect or a URLRewrite filter, not both")
@@ -162,9 +170,44 @@ def _rewrite(m: dict, matches, where: str) -> dict[str, Any]:
     return out
 
 
+def _mirror(m: dict, matches, where: str) -> dict[str, Any]:
+    ref = m.get("backendRef")
+    if not isinstance(ref, dict) or not isinstance(ref.get("name"), str) or not ref["name"]:
+        raise FilterError(f"{where}.backendRef: needs a name")
+    if ref.get("kind", "Service") == "Service" and ref.get("group", "") in ("", "core") and ref.get("port") is None:
+        raise FilterError(f"{where}.backendRef.port: required for a Service")
+    port = ref.get("port")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535):
+        raise FilterError(f"{where}.backendRef.port: must be a number from 1 to 65535")
+    if "percent" in m and "fraction" in m:
+        raise FilterError(f"{where}: set percent or fraction, not both")
+    percent = 100.0
+    if "percent" in m:
+        p = m["percent"]
+        if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p <= 100:
+            raise FilterError(f"{where}.percent: must be a whole number from 0 to 100")
+        percent = float(p)
+    elif "fraction" in m:
+        fr = m["fraction"]
+        num, den = (fr.get("numerator"), fr.get("denominator", 100)) if isinstance(fr, dict) else (None, None)
+        if not isinstance(num, int) or not isinstance(den, int) or den < 1 or not 0 <= num <= den:
+            raise FilterError(f"{where}.fraction: needs 0 <= numerator <= denominator, denominator >= 1")
+        percent = 100.0 * num / den
+    return {"backendRef": {k: ref[k] for k in ("group", "kind", "name", "namespace", "port") if k in ref},
+            "percent": percent}
+
+
+def _mirror_ref(ref: dict) -> r.HTTPBackendRef:
+    return r.HTTPBackendRef(
+        name=ref["name"], group=ref.get("group", ""), kind=ref.get("kind", "Service"),
+        namespace=ref.get("namespace"), port=ref.get("port"),
+    )
+
+
 _CHECKS = {
     "RequestHeaderModifier": _header_modifier,
     "ResponseHeaderModifier": _header_modifier,
     "RequestRedirect": _redirect,
     "URLRewrite": _rewrite,
+    "RequestMirror": _mirror,
 }

@@ -205,8 +205,16 @@ def _rules(
             dropped.append(f"rule {index}: filters on backendRefs are not supported yet ({kinds})")
             continue
         matches = tuple(_match(m) for m in rule.matches) or (DEFAULT_MATCH,)
+        def resolve_mirror(ref: r.HTTPBackendRef) -> str:
+            # Fire and forget: a mirror that cannot be resolved is reported
+            # (ResolvedRefs) and skipped; the rule itself keeps serving.
+            backend, problem = resolver.resolve(route, ref)
+            if problem:
+                problems.append(problem)
+            return backend.cluster
+
         try:
-            filters = convert_filters(rule.filters, matches)
+            filters = convert_filters(rule.filters, matches, resolve_mirror)
         except FilterError as exc:
             dropped.append(f"rule {index}: {exc}")
             continue

@@ -99,3 +99,34 @@ def test_filters_do_not_touch_other_rules(gw, port):
     status, headers, body = request(port, "/plain", headers={"X-Debug": "1"})
     assert status == 200 and "x-backend" in headers
     assert ("X-Debug", "1") in [tuple(h) for h in echoed(body)["headers"]]
+
+
+def test_filters_request_mirror_copies_requests_and_ignores_the_mirror(tmp_path, gateway_factory, echo_factory, port):
+    import json
+    import time
+    a, shadow = echo_factory("a"), echo_factory("shadow")
+    cfg = tmp_path / "gw.yaml"
+    write_config(cfg, objects(port, {"a": [a.port], "shadow": [shadow.port]}, [route("mirror", [
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/all"}}],
+         "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "shadow", "port": 80}}}],
+         "backendRefs": [{"name": "a", "port": 80}]},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/dead"}}],
+         "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "gone", "port": 80}}}],
+         "backendRefs": [{"name": "a", "port": 80}]},
+    ])]))
+    gateway_factory(cfg)
+    # Every answer comes from the real backend, with the body intact.
+    for i in range(5):
+        status, headers, body = request(port, f"/all/{i}", method="POST", body=b"payload-%d" % i)
+        assert status == 200 and headers["x-backend"] == "a" and echoed(body)["body"] == f"payload-{i}"
+    # An unresolvable mirror is left out; the rule serves on.
+    assert request(port, "/dead")[0] == 200
+
+    def seen_by_shadow():
+        return json.loads(request(shadow.port, "/__echo/requests")[2])
+
+    deadline = time.monotonic() + 10
+    while len(seen_by_shadow()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    got = sorted((r["url"], r["body"]) for r in seen_by_shadow())
+    assert got == [(f"/all/{i}", f"payload-{i}") for i in range(5)]
