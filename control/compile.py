@@ -134,7 +134,8 @@ def _vhost(name: str, pending: Any) -> schema.VirtualHost:
     entries = []
     for route, rule, index, match in sorted(pending, key=_precedence):
         action = schema.Action(
-            backends=tuple(schema.WeightedCluster(b.cluster, b.weight) for b in rule.backends),
+            backends=tuple(schema.WeightedCluster(b.cluster, b.weight, tuple(_filter(f) for f in b.filters))
+                           for b in rule.backends),
             request_timeout_ms=rule.timeout_ms,
             # A mirror whose backend could not be resolved is left out (translate reported it).
             filters=tuple(_filter(f) for f in rule.filters

@@ -50,6 +50,7 @@ class Cluster(msgspec.Struct, **_S):
 class Backend(msgspec.Struct, **_S):
     cluster: str  # "" = could not be resolved
     weight: int = 1
+    filters: tuple["Filter", ...] = ()  # header modifiers applied only when this backend is chosen
 
 
 # --- routes ----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ class Exchange:
         "proto", "head", "keep_alive", "http10", "head_only", "chunked", "replayable",
         "cluster", "endpoint", "attempts", "local", "body", "body_bytes", "conn",
         "started", "req_done", "resp_done", "response_started", "timer", "timeout", "dead",
-        "response_edit", "mirrors",
+        "response_edits", "mirrors",
     )
 
     def __init__(self, proto, head: bytes, keep_alive: bool, http10: bool, head_only: bool,
@@ -64,7 +64,7 @@ class Exchange:
         self.timer = None
         self.timeout = timeout
         self.dead = False  # the downstream connection is gone
-        self.response_edit = None  # a ResponseHeaderModifier (router.HeaderEdit), if any
+        self.response_edits = ()  # ResponseHeaderModifiers (router.HeaderEdit), in order
         self.mirrors = ()  # Mirror copies of this request (RequestMirror), if any
 
     # --- starting ---------------------------------------------------------------

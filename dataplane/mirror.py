@@ -28,7 +28,7 @@ class Mirror:
     # What UpstreamConnection reads of an exchange, fixed for a mirror.
     dead = True  # nothing is ever written to a client for it
     http10 = False
-    response_edit = None
+    response_edits = ()
 
     def __init__(self, worker, cluster, head: bytes, head_only: bool) -> None:
         self.worker = worker

@@ -248,7 +248,20 @@ class HttpProtocol(asyncio.Protocol):
                     if rewrite.path_type == "ReplacePrefixMatch":
                         new = hdr.replace_prefix(path, cand.prefix, new)
                     url = new + b"?" + query if q >= 0 else new
-        cluster = action.single or action.choose()
+        backend_edit = None
+        if action.backend_edits is None:
+            cluster = action.single or action.choose()
+        else:
+            i = action.choose_index()
+            cluster = action.clusters[i] if i >= 0 else None
+            if cluster is not None:
+                backend_edit = action.backend_edits[i]
+                edit = backend_edit[0]  # this backend's request header modifier, after the rule's
+                if edit is not None:
+                    kept = hdr.drop_lines(kept, edit.drop)
+                    if edit.lines:
+                        kept.append(edit.lines)
+                    host_out = edit.host or host_out
         if cluster is None:
             return self._local(500, keep_alive, http10, head_only)
         endpoints = cluster.endpoints
@@ -279,7 +292,7 @@ class HttpProtocol(asyncio.Protocol):
             cluster, endpoint, None, action.timeout,
         )
         if action.filtered:
-            ex.response_edit = action.response_edit
+            ex.response_edits = backend_edit[1] if backend_edit is not None else action.response_edits
             if action.mirrors:
                 ex.mirrors = self._mirrors(action.mirrors, head, head_only)
         self._enqueue(ex)

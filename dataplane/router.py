@@ -89,38 +89,54 @@ class CompiledAction:
     """An Action with its weights and filters precomputed; clusters resolved per generation."""
 
     __slots__ = ("action", "clusters", "cumulative", "total", "timeout", "single",
-                 "filtered", "request_edit", "response_edit", "redirect", "rewrite", "mirrors")
+                 "filtered", "request_edit", "response_edits", "redirect", "rewrite", "mirrors",
+                 "backend_edits")
 
     def __init__(self, action: Action, clusters: list[ClusterState | None],
                  mirrors: tuple = ()) -> None:
         self.action = action
-        live = [(c, b.weight) for c, b in zip(clusters, action.backends) if b.weight > 0]
-        self.clusters = [c for c, _ in live]
-        self.cumulative = list(accumulate(w for _, w in live))
+        live = [(c, b.weight, b.filters) for c, b in zip(clusters, action.backends) if b.weight > 0]
+        self.clusters = [c for c, _, _ in live]
+        self.cumulative = list(accumulate(w for _, w, _ in live))
         self.total = self.cumulative[-1] if live else 0
         self.timeout = action.request_timeout_ms / 1000.0
         # One live backend that resolved: no weighing per request.
         self.single = self.clusters[0] if len(self.clusters) == 1 else None
-        self.request_edit = self.response_edit = self.redirect = self.rewrite = None
+        self.request_edit = self.redirect = self.rewrite = None
+        self.response_edits: tuple[HeaderEdit, ...] = ()  # applied in order to the response head
         self.mirrors = mirrors  # ((ClusterState, percent), ...), resolved by the Router
         for f in action.filters:
             if isinstance(f, RequestHeaderModifier):
                 self.request_edit = HeaderEdit(f)
             elif isinstance(f, ResponseHeaderModifier):
-                self.response_edit = HeaderEdit(f)
+                self.response_edits = (HeaderEdit(f),)
             elif isinstance(f, RequestRedirect):
                 self.redirect = f
             elif isinstance(f, URLRewrite):
                 self.rewrite = f
-        self.filtered = bool(action.filters)  # the one test a request without filters pays
+        # Per live backend: (request edit, response edits) when any backendRef has filters.
+        self.backend_edits = None
+        if any(fs for _, _, fs in live):
+            self.single = None  # the choice must say which backend, for its edits
+            self.backend_edits = []
+            for _, _, fs in live:
+                req = next((HeaderEdit(f) for f in fs if isinstance(f, RequestHeaderModifier)), None)
+                resp = tuple(HeaderEdit(f) for f in fs if isinstance(f, ResponseHeaderModifier))
+                self.backend_edits.append((req, self.response_edits + resp))
+        self.filtered = bool(action.filters) or self.backend_edits is not None  # one test per request without
 
     def choose(self) -> ClusterState | None:
         """A cluster by weight; None means unresolved (the caller answers 500)."""
+        i = self.choose_index()
+        return self.clusters[i] if i >= 0 else None
+
+    def choose_index(self) -> int:
+        """The index of a live backend by weight, or -1 when there is none."""
         if len(self.clusters) == 1:
-            return self.clusters[0]
+            return 0
         if not self.total:
-            return None
-        return self.clusters[bisect.bisect_right(self.cumulative, random.random() * self.total)]
+            return -1
+        return bisect.bisect_right(self.cumulative, random.random() * self.total)
 
 
 class VirtualHostRouter(PathIndex):

@@ -92,6 +92,8 @@ class WeightedCluster(msgspec.Struct, **_S):
 
     cluster: str
     weight: int = 1
+    # Header modifiers for requests sent to this backend only (after the rule's).
+    filters: tuple["Filter", ...] = ()
 
 
 # --- filters (Gateway API HTTPRoute filters, already validated by control) ---

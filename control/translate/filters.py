@@ -24,6 +24,8 @@ from control.translate import resources as r
 
 SUPPORTED = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite",
              "RequestMirror")
+# On a backendRef (extended support): header modifiers only, for now.
+BACKEND_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
 # Resolves a mirror's backendRef to a cluster name ("" when it cannot be).
 Resolve = Callable[[r.HTTPBackendRef], str]
 _MEMBER = {

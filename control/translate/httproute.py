@@ -36,7 +36,7 @@ from control.status import (
     StatusReport,
 )
 from control.translate import resources as r
-from control.translate.filters import FilterError
+from control.translate.filters import BACKEND_FILTERS, FilterError
 from control.translate.filters import convert as convert_filters
 from control.translate.backends import BackendResolver, Problem
 from control.translate.gateway import GatewayState, ListenerState
@@ -199,10 +199,10 @@ def _rules(
     dropped: list[str] = []
     problems: list[Problem] = []
     for index, rule in enumerate(route.spec.rules):
-        per_backend = [f.type for ref in rule.backend_refs for f in ref.filters]
+        per_backend = [f.type for ref in rule.backend_refs for f in ref.filters if f.type not in BACKEND_FILTERS]
         if per_backend:
             kinds = ", ".join(dict.fromkeys(per_backend))
-            dropped.append(f"rule {index}: filters on backendRefs are not supported yet ({kinds})")
+            dropped.append(f"rule {index}: on a backendRef only header modifiers are supported yet ({kinds})")
             continue
         matches = tuple(_match(m) for m in rule.matches) or (DEFAULT_MATCH,)
         def resolve_mirror(ref: r.HTTPBackendRef) -> str:
@@ -219,11 +219,18 @@ def _rules(
             dropped.append(f"rule {index}: {exc}")
             continue
         backends = []
-        for ref in rule.backend_refs:
-            backend, problem = resolver.resolve(route, ref)
-            backends.append(backend)
-            if problem:
-                problems.append(problem)
+        try:
+            for ref in rule.backend_refs:
+                backend, problem = resolver.resolve(route, ref)
+                if ref.filters:
+                    backend = ir.Backend(cluster=backend.cluster, weight=backend.weight,
+                                         filters=convert_filters(ref.filters, matches))
+                backends.append(backend)
+                if problem:
+                    problems.append(problem)
+        except FilterError as exc:
+            dropped.append(f"rule {index}: backendRef {exc}")
+            continue
         timeout = rule.timeouts.request if rule.timeouts else None
         rules.append(ir.Rule(
             index=index,

@@ -177,8 +177,7 @@ class UpstreamConnection(asyncio.Protocol):
             length = self.parser.should_keep_alive() or _CONTENT_LENGTH.search(block) is not None
         else:
             block, length, te = self._edit_head(block)
-        edit = ex.response_edit
-        if edit is not None:  # ResponseHeaderModifier
+        for edit in ex.response_edits:  # ResponseHeaderModifier: the rule's, then the backend's
             block = drop_from_block(block, edit.drop) + edit.lines
         framing = b""
         if not (ex.head_only or status in _NO_BODY_STATUS):

@@ -130,3 +130,30 @@ def test_filters_request_mirror_copies_requests_and_ignores_the_mirror(tmp_path,
         time.sleep(0.05)
     got = sorted((r["url"], r["body"]) for r in seen_by_shadow())
     assert got == [(f"/all/{i}", f"payload-{i}") for i in range(5)]
+
+
+def test_filters_on_a_backend_apply_only_when_that_backend_is_chosen(tmp_path, gateway_factory, echo_factory, port):
+    a, b = echo_factory("a"), echo_factory("b")
+    cfg = tmp_path / "gw.yaml"
+    write_config(cfg, objects(port, {"a": [a.port], "b": [b.port]}, [route("split", [{
+        "filters": [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+            "add": [{"name": "X-Rule", "value": "1"}]}}],
+        "backendRefs": [
+            {"name": "a", "port": 80, "filters": [
+                {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "X-To", "value": "a"}]}},
+                {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"add": [{"name": "X-From", "value": "a"}]}}]},
+            {"name": "b", "port": 80},
+        ]}])]))
+    gateway_factory(cfg)
+    seen = set()
+    for _ in range(40):
+        _, headers, body = request(port, "/")
+        report = echoed(body)
+        sent = {k.lower(): v for k, v in report["headers"]}
+        assert headers["x-rule"] == "1"  # the rule's filter, whichever backend
+        if report["backend"] == "a":
+            assert sent.get("x-to") == "a" and headers.get("x-from") == "a"
+        else:
+            assert "x-to" not in sent and "x-from" not in headers
+        seen.add(report["backend"])
+    assert seen == {"a", "b"}
