@@ -137,6 +137,7 @@ def _vhost(name: str, pending: Any) -> schema.VirtualHost:
             backends=tuple(schema.WeightedCluster(b.cluster, b.weight, tuple(_filter(f) for f in b.filters))
                            for b in rule.backends),
             request_timeout_ms=rule.timeout_ms,
+            backend_timeout_ms=rule.backend_timeout_ms,
             # A mirror whose backend could not be resolved is left out (translate reported it).
             filters=tuple(_filter(f) for f in rule.filters
                           if f.type != "RequestMirror" or f.config.get("cluster")),

@@ -92,6 +92,7 @@ class Rule(msgspec.Struct, **_S):
     backends: tuple[Backend, ...] = ()
     filters: tuple[Filter, ...] = ()
     timeout_ms: int = 0  # 0 = no route timeout
+    backend_timeout_ms: int = 0  # per attempt (timeouts.backendRequest); 0 = none
 
 
 class Route(msgspec.Struct, **_S):

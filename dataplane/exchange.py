@@ -15,7 +15,10 @@ Failure rules (what the client sees):
 * upstream invalid or closed mid-response           → client connection closed
                                                       (a truncated response must
                                                       never look complete)
-* route timeout before the response                 → 504
+* route timeout (timeouts.request, from the request's arrival) or backend
+  timeout (timeouts.backendRequest, per attempt, from when the request is
+  handed to an upstream connection) before the response  → 504; after the
+  response started                                    → client connection closed
 """
 
 from __future__ import annotations
@@ -37,12 +40,12 @@ class Exchange:
         "proto", "head", "keep_alive", "http10", "head_only", "chunked", "replayable",
         "cluster", "endpoint", "attempts", "local", "body", "body_bytes", "conn",
         "started", "req_done", "resp_done", "response_started", "timer", "timeout", "dead",
-        "response_edits", "mirrors",
+        "response_edits", "mirrors", "backend_timeout", "attempt_timer",
     )
 
     def __init__(self, proto, head: bytes, keep_alive: bool, http10: bool, head_only: bool,
                  chunked: bool, replayable: bool, cluster=None, endpoint=None,
-                 local: bytes | None = None, timeout: float = 0.0) -> None:
+                 local: bytes | None = None, timeout: float = 0.0, backend_timeout: float = 0.0) -> None:
         self.proto = proto
         self.head = head  # request line + headers for the upstream
         self.keep_alive = keep_alive
@@ -62,7 +65,9 @@ class Exchange:
         self.resp_done = False
         self.response_started = False
         self.timer = None
-        self.timeout = timeout
+        self.timeout = timeout  # the whole request (timeouts.request)
+        self.attempt_timer = None
+        self.backend_timeout = backend_timeout  # one attempt (timeouts.backendRequest)
         self.dead = False  # the downstream connection is gone
         self.response_edits = ()  # ResponseHeaderModifiers (router.HeaderEdit), in order
         self.mirrors = ()  # Mirror copies of this request (RequestMirror), if any
@@ -130,6 +135,10 @@ class Exchange:
         else:
             data = self.head
         conn.attach(self, data)
+        if self.backend_timeout > 0:  # a new attempt: its own deadline
+            if self.attempt_timer is not None:
+                self.attempt_timer.cancel()
+            self.attempt_timer = self.proto.loop.call_later(self.backend_timeout, self._timed_out)
 
     # --- request body (from the downstream parser) --------------------------------
 
@@ -180,9 +189,8 @@ class Exchange:
 
     def _response_finished(self) -> None:
         self.resp_done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.timer is not None or self.attempt_timer is not None:
+            self._cancel_timers()
         # Done only when the request was read to its end too; if the response
         # came first (a 404, an early 413), the rest of the body is read and
         # dropped, then request_finished() completes the exchange.
@@ -219,8 +227,14 @@ class Exchange:
             "cluster": self.cluster.name, "upstream": f"{conn.key[0]}:{conn.key[1]}", "error": reason}})
         self._fail(502)
 
+    def _cancel_timers(self) -> None:
+        for timer in (self.timer, self.attempt_timer):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.attempt_timer = None
+
     def _timed_out(self) -> None:
-        self.timer = None
+        self._cancel_timers()
         if self.resp_done or self.dead:
             return
         conn, self.conn = self.conn, None
@@ -242,9 +256,7 @@ class Exchange:
     def abandon(self) -> None:
         """The downstream connection is gone: release everything at once."""
         self.dead = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timers()
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.abort()

@@ -289,7 +289,7 @@ class HttpProtocol(asyncio.Protocol):
         ex = Exchange(
             self, head, keep_alive, http10, head_only, chunked,
             not chunked and (length is None or length == b"0"),
-            cluster, endpoint, None, action.timeout,
+            cluster, endpoint, None, action.timeout, action.backend_timeout,
         )
         if action.filtered:
             ex.response_edits = backend_edit[1] if backend_edit is not None else action.response_edits

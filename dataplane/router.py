@@ -88,7 +88,7 @@ class HeaderEdit:
 class CompiledAction:
     """An Action with its weights and filters precomputed; clusters resolved per generation."""
 
-    __slots__ = ("action", "clusters", "cumulative", "total", "timeout", "single",
+    __slots__ = ("action", "clusters", "cumulative", "total", "timeout", "backend_timeout", "single",
                  "filtered", "request_edit", "response_edits", "redirect", "rewrite", "mirrors",
                  "backend_edits")
 
@@ -100,6 +100,7 @@ class CompiledAction:
         self.cumulative = list(accumulate(w for _, w, _ in live))
         self.total = self.cumulative[-1] if live else 0
         self.timeout = action.request_timeout_ms / 1000.0
+        self.backend_timeout = action.backend_timeout_ms / 1000.0
         # One live backend that resolved: no weighing per request.
         self.single = self.clusters[0] if len(self.clusters) == 1 else None
         self.request_edit = self.redirect = self.rewrite = None

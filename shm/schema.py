@@ -150,6 +150,7 @@ class Action(msgspec.Struct, **_S):
     # modifier, redirect (answers at once), rewrite, then the response header
     # modifier on the way back.
     filters: tuple[Filter, ...] = ()
+    backend_timeout_ms: int = 0  # per attempt (timeouts.backendRequest); 0 = none
 
 
 class RouteEntry(msgspec.Struct, **_S):

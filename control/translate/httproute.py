@@ -232,6 +232,7 @@ def _rules(
             dropped.append(f"rule {index}: backendRef {exc}")
             continue
         timeout = rule.timeouts.request if rule.timeouts else None
+        backend_timeout = rule.timeouts.backend_request if rule.timeouts else None
         rules.append(ir.Rule(
             index=index,
             name=rule.name or "",
@@ -239,6 +240,7 @@ def _rules(
             backends=tuple(backends),
             filters=filters,
             timeout_ms=duration_ms(timeout) if timeout else 0,
+            backend_timeout_ms=duration_ms(backend_timeout) if backend_timeout else 0,
         ))
     return rules, dropped, problems
 

@@ -222,3 +222,13 @@ def test_routing_unresolved_backend_fails_only_its_share(tmp_path, gateway_facto
     assert set(statuses) == {200, 500}
     # Binomial(400, 0.5): mean 200, sd 10; 140..260 is 6 sd either side.
     assert 140 <= statuses[500] <= 260, statuses
+
+
+def test_routing_backend_request_timeout_answers_504_for_a_slow_backend(tmp_path, gateway_factory, echo_factory, port):
+    a = echo_factory("a")
+    _gateway(tmp_path, gateway_factory, port, {"a": [a.port]}, [route("r", [
+        {"timeouts": {"request": "20s", "backendRequest": "300ms"}, "backendRefs": [{"name": "a", "port": 80}]}])])
+    assert request(port, "/fast")[0] == 200
+    status, _, body = request(port, "/slow", headers={"x-echo-delay": "5"})
+    assert status == 504 and body == b"upstream timed out\n"
+    assert request(port, "/fast-again")[0] == 200  # the next request is not affected
