@@ -2,6 +2,7 @@
 
   fluxgate run --config PATH     serve the Kubernetes objects in PATH (file mode)
   fluxgate demo                  run examples/quickstart.yaml with two echo backends
+  fluxgate validate PATH         check the objects in PATH and print their conditions
   fluxgate version
 
 Every setting is a flag and a FLUXGATE_* variable (see control/config.py);
@@ -21,6 +22,7 @@ from pathlib import Path
 import uvloop
 
 from control import config as configmod
+from control import validate as validatemod
 from control.config import Config, ConfigError
 from shm import logfmt
 
@@ -38,11 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the quick start with two built-in echo backends")
     configmod.add_flags(demo, tuple(n for n in (s.name for s in configmod.SETTINGS) if n != "config"))
     sub.add_parser("version", help="print the version")
+    check = sub.add_parser(
+        "validate", help="check a configuration without serving it (for CI)",
+        description="Load PATH as `fluxgate run --config PATH` would, translate it, and print\n"
+        "every load error and warning and every object's conditions, one line each.\n"
+        "Needs no cluster; starts no worker; touches no shared memory.",
+        epilog=validatemod.HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("path", metavar="PATH", help="a YAML file or a directory of them")
+    check.add_argument("--output", choices=validatemod.OUTPUTS, default="text",
+                       help="text (one line per condition) or json (one document); default text")
+    check.add_argument("--quiet", "-q", action="store_true",
+                       help="text output: print only the lines that make the exit code 1")
     args = ap.parse_args(argv)
 
     if args.command == "version":
         print(f"fluxgate {VERSION}")
         return 0
+    if args.command == "validate":  # before Config.load: it reads no FLUXGATE_* setting
+        return validatemod.run(args.path, args.output, args.quiet)
     flags = configmod.flags_from(args)
     if args.command == "demo":
         flags["config"] = str(EXAMPLES / "quickstart.yaml")
