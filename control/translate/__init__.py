@@ -7,7 +7,9 @@ as it decides (never writing it):
 2. Gateways of those classes and their listeners (``gateway.accept_gateways``).
 3. HTTPRoutes: attach to listeners, resolve backendRefs
    (``httproute.attach_routes``, ``backends.BackendResolver``).
-4. Assemble the IR from what attached, keeping only clusters that a served
+4. Ingresses and IngressClasses, on their own listener, merged with the
+   above by compile where they share a socket (``ingress.translate_ingresses``).
+5. Assemble the IR from what attached, keeping only clusters that a served
    rule references.
 
 Invariants: the same objects (in any order) give an equal Translation; one bad
@@ -22,7 +24,7 @@ from typing import Iterable
 
 from control.ir import IR
 from control.status import StatusReport
-from control.translate import gateway, httproute
+from control.translate import gateway, httproute, ingress
 from control.translate.backends import BackendResolver
 from control.translate.resources import Resource
 from control.translate.store import Store
@@ -42,13 +44,20 @@ def translate(
     *,
     default_class: str | None = DEFAULT_CLASS,
     controller_name: str = CONTROLLER_NAME,
+    ingress_controller: str = ingress.INGRESS_CONTROLLER,
+    ingress_http_port: int = ingress.HTTP_PORT,
+    ingress_https_port: int = ingress.HTTPS_PORT,
 ) -> Translation:
     """Translate typed objects (``ObjectCache.objects()``) into IR and status.
 
     ``default_class``: a GatewayClass name that is FluxGate's even when no
     GatewayClass object defines it (file mode); None to require the object
-    (Kubernetes mode).
+    (Kubernetes mode). The same name is implied for an IngressClass.
+
+    ``ingress_http_port``: the port Ingresses are served on (on the global bind
+    address); ``ingress_https_port``: where their ``tls`` hosts will be.
     """
+    objects = tuple(objects)
     store = Store(objects)
     report = StatusReport()
     classes = gateway.accept_classes(
@@ -61,6 +70,13 @@ def translate(
     listeners = tuple(
         lst.to_ir() for state in gateways.values() for lst in state.listeners if lst.usable
     )
+    ingress_listeners, ingress_routes = ingress.translate_ingresses(
+        objects, store, resolver, report, listeners, routes,
+        controller_name=ingress_controller, default_class=default_class,
+        http_port=ingress_http_port, https_port=ingress_https_port,
+    )
+    listeners += ingress_listeners
+    routes = tuple(sorted(routes + ingress_routes, key=lambda x: x.ref))
     used = {b.cluster for route in routes for rule in route.rules for b in rule.backends}
     used |= {f.config.get("cluster", "") for route in routes for rule in route.rules
              for f in rule.filters if f.type == "RequestMirror"}  # mirror targets are served too

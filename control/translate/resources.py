@@ -7,6 +7,8 @@ Rules:
   later API versions) is dropped on conversion. Two versions of an object that
   differ only in dropped fields compare equal, which is how the cache knows a
   change does not matter.
+  Ingress and IngressClass keep the annotations translate reads
+  (``read_annotation``), and only those.
 * Field names are the Python spelling of the API's camelCase (``rename``), so
   ``msgspec.convert`` both types and names the input, and its errors name the
   field as the user wrote it (``spec.listeners[0].port``).
@@ -318,3 +320,110 @@ class EndpointSlice(Resource, **_S):
     @property
     def service_name(self) -> str:
         return self.metadata.labels.get(SERVICE_NAME_LABEL, "")
+
+
+# --- Ingress, IngressClass (networking.k8s.io/v1) ----------------------------------
+
+# The annotations translate reads. All others are dropped on conversion (like any
+# field FluxGate does not read), so an unrelated annotation change is no change.
+INGRESS_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
+FLUXGATE_ANNOTATION_PREFIX = "fluxgate.io/"
+
+
+def read_annotation(name: str) -> bool:
+    """Whether translate reads the annotation ``name`` (so conversion keeps it)."""
+    return (name in (INGRESS_CLASS_ANNOTATION, DEFAULT_CLASS_ANNOTATION)
+            or name.startswith(FLUXGATE_ANNOTATION_PREFIX))
+
+
+class AnnotatedMeta(ObjectMeta, **_S):
+    """ObjectMeta plus the annotations FluxGate reads (see ``read_annotation``)."""
+
+    annotations: Optional[dict[str, str]] = None  # {} once converted
+
+    def __post_init__(self) -> None:
+        kept = {k: v for k, v in (self.annotations or {}).items() if read_annotation(k)}
+        msgspec.structs.force_setattr(self, "annotations", kept)
+
+
+class TypedLocalObjectReference(msgspec.Struct, **_S):
+    kind: str = ""
+    name: str = ""
+    api_group: Optional[str] = None
+
+
+class ServiceBackendPort(msgspec.Struct, **_S):
+    name: str = ""
+    number: int = 0  # 0 = unset, as the API treats it
+
+
+class IngressServiceBackend(msgspec.Struct, **_S):
+    name: str
+    port: ServiceBackendPort = ServiceBackendPort()
+
+
+class IngressBackend(msgspec.Struct, **_S):
+    service: Optional[IngressServiceBackend] = None
+    resource: Optional[TypedLocalObjectReference] = None
+
+
+class HTTPIngressPath(msgspec.Struct, **_S):
+    backend: IngressBackend
+    # Required by the API; None so that its absence is reported the API's way.
+    path_type: Optional[Literal["Exact", "Prefix", "ImplementationSpecific"]] = None
+    path: str = ""
+
+
+class HTTPIngressRuleValue(msgspec.Struct, **_S):
+    paths: Optional[tuple[HTTPIngressPath, ...]] = None
+
+
+class IngressRule(msgspec.Struct, **_S):
+    host: str = ""
+    http: Optional[HTTPIngressRuleValue] = None
+
+
+class IngressTLS(msgspec.Struct, **_S):
+    hosts: Optional[tuple[str, ...]] = None
+    secret_name: str = ""
+
+
+class IngressSpec(msgspec.Struct, **_S):
+    ingress_class_name: Optional[str] = None
+    default_backend: Optional[IngressBackend] = None
+    tls: Optional[tuple[IngressTLS, ...]] = None
+    rules: Optional[tuple[IngressRule, ...]] = None
+
+
+class Ingress(Resource, **_S):
+    KIND: ClassVar[str] = "Ingress"
+    metadata: AnnotatedMeta
+    spec: IngressSpec = IngressSpec()
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return self.metadata.annotations or {}
+
+
+class IngressClassParametersReference(msgspec.Struct, **_S):
+    kind: str = ""
+    name: str = ""
+    api_group: Optional[str] = None
+    scope: Literal["Cluster", "Namespace"] = "Cluster"  # the API's default
+    namespace: Optional[str] = None
+
+
+class IngressClassSpec(msgspec.Struct, **_S):
+    controller: str = ""
+    parameters: Optional[IngressClassParametersReference] = None
+
+
+class IngressClass(Resource, **_S):
+    KIND: ClassVar[str] = "IngressClass"
+    metadata: AnnotatedMeta
+    spec: IngressClassSpec = IngressClassSpec()
+
+    @property
+    def is_default(self) -> bool:
+        return (self.metadata.annotations or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"

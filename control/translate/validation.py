@@ -47,8 +47,10 @@ KINDS: dict[tuple[str, str], type[r.Resource]] = {
     ("v1", "Service"): r.Service,
     ("v1", "Namespace"): r.Namespace,
     ("discovery.k8s.io/v1", "EndpointSlice"): r.EndpointSlice,
+    ("networking.k8s.io/v1", "Ingress"): r.Ingress,
+    ("networking.k8s.io/v1", "IngressClass"): r.IngressClass,
 }
-CLUSTER_SCOPED = frozenset({"GatewayClass", "Namespace"})
+CLUSTER_SCOPED = frozenset({"GatewayClass", "Namespace", "IngressClass"})
 DEFAULT_NAMESPACE = "default"
 
 
@@ -277,6 +279,164 @@ def _check_endpoint_slice(eps: r.EndpointSlice) -> Iterable[str]:
             yield f"endpoints[{i}].addresses: must have at least one address"
 
 
+
+# --- Ingress, IngressClass: the API server's own checks (networking/validation) ------
+
+_WILDCARD_SUBDOMAIN = re.compile(r"^\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_PORT_NAME = re.compile(r"^[-a-z0-9]+$")
+_DOMAIN_PATH = re.compile(r"^[A-Za-z0-9/\-._~%!$&'()*+,;=:]+$")
+_INGRESS_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F")
+_INGRESS_PATH_SUFFIXES = ("/..", "/.")
+
+
+def path_problems(value: str) -> list[str]:
+    """Why ``value`` is not a valid Gateway API path (Exact/PathPrefix); [] if it is."""
+    return list(_path_problems(value))
+
+
+def ingress_host_problem(value: str) -> str:
+    """Why ``value`` is not a valid Ingress host ("" if it is one): a lower-case
+    DNS subdomain, or ``*.`` and one, never an IP address."""
+    try:
+        ipaddress.ip_address(value)
+        return f"{value!r} must be a DNS name, not an IP address"
+    except ValueError:
+        pass
+    pattern = _WILDCARD_SUBDOMAIN if "*" in value else _SUBDOMAIN
+    if len(value) > 253 or not pattern.match(value):
+        wild = " (a wildcard is '*.' followed by one)" if "*" in value else ""
+        return f"{value!r} is not a valid DNS subdomain (lower-case){wild}"
+    return ""
+
+
+def _subdomain_problem(value: str) -> str:
+    if len(value) > 253 or not _SUBDOMAIN.match(value):
+        return f"{value!r} is not a valid DNS subdomain (lower-case alphanumerics, '-' and '.')"
+    return ""
+
+
+def _port_name_problem(name: str) -> str:
+    if (len(name) > 15 or not _PORT_NAME.match(name) or not re.search("[a-z]", name)
+            or "--" in name or name.startswith("-") or name.endswith("-")):
+        return (f"{name!r} is not a valid port name (at most 15 lower-case alphanumerics"
+                " or '-', with a letter, no leading, trailing or double '-')")
+    return ""
+
+
+def _check_ingress(ing: r.Ingress) -> Iterable[str]:
+    spec = ing.spec
+    if not spec.rules and spec.default_backend is None:
+        yield "spec: either `defaultBackend` or `rules` must be specified"
+    if spec.default_backend is not None:
+        yield from _check_ingress_backend(spec.default_backend, "spec.defaultBackend")
+    for i, rule in enumerate(spec.rules or ()):
+        at = f"spec.rules[{i}]"
+        if rule.host and (problem := ingress_host_problem(rule.host)):
+            yield f"{at}.host: {problem}"
+        if rule.http is None:
+            continue
+        if not rule.http.paths:
+            yield f"{at}.http.paths: required"
+        for j, path in enumerate(rule.http.paths or ()):
+            yield from _check_ingress_path(path, f"{at}.http.paths[{j}]")
+    for i, tls in enumerate(spec.tls or ()):
+        for k, host in enumerate(tls.hosts or ()):
+            if problem := ingress_host_problem(host):
+                yield f"spec.tls[{i}].hosts[{k}]: {problem}"
+        if tls.secret_name and (problem := _subdomain_problem(tls.secret_name)):
+            yield f"spec.tls[{i}].secretName: {problem}"
+    if spec.ingress_class_name is not None and (problem := _subdomain_problem(spec.ingress_class_name)):
+        yield f"spec.ingressClassName: {problem}"
+    legacy = ing.annotations.get(r.INGRESS_CLASS_ANNOTATION)
+    if legacy is not None and spec.ingress_class_name is not None and legacy != spec.ingress_class_name:
+        yield (f"metadata.annotations[{r.INGRESS_CLASS_ANNOTATION}]: {legacy!r} must match"
+               " `ingressClassName` when both are specified")
+
+
+def _check_ingress_path(path: r.HTTPIngressPath, at: str) -> Iterable[str]:
+    value = path.path
+    if path.path_type is None:
+        yield f"{at}.pathType: required (Exact, Prefix or ImplementationSpecific)"
+    elif path.path_type in ("Exact", "Prefix"):
+        if not value.startswith("/"):
+            yield f"{at}.path: {value!r} must be an absolute path (start with '/')"
+        for bad in _INGRESS_PATH_SEQUENCES:
+            if bad in value:
+                yield f"{at}.path: {value!r} must not contain {bad!r}"
+        for bad in _INGRESS_PATH_SUFFIXES:
+            if value.endswith(bad):
+                yield f"{at}.path: {value!r} cannot end with {bad!r}"
+    elif value and not value.startswith("/"):  # ImplementationSpecific: "" is allowed
+        yield f"{at}.path: {value!r} must be an absolute path (start with '/')"
+    yield from _check_ingress_backend(path.backend, f"{at}.backend")
+
+
+def _check_ingress_backend(backend: r.IngressBackend, at: str) -> Iterable[str]:
+    if backend.service is not None and backend.resource is not None:
+        yield f"{at}: cannot set both resource and service backends"
+        return
+    if backend.resource is not None:
+        yield from _check_local_ref(backend.resource, f"{at}.resource")
+        return
+    if backend.service is None:
+        yield f"{at}: resource or service backend is required"
+        return
+    svc = backend.service
+    if not svc.name:
+        yield f"{at}.service.name: required"
+    elif len(svc.name) > 63 or not _DNS1035_LABEL.match(svc.name):
+        yield f"{at}.service.name: {svc.name!r} is not a valid Service name (DNS-1035 label)"
+    port = svc.port
+    if port.name and port.number:
+        yield f"{at}: cannot set both port name & port number"
+    elif port.name:
+        if problem := _port_name_problem(port.name):
+            yield f"{at}.service.port.name: {problem}"
+    elif port.number:
+        if not 1 <= port.number <= 65535:
+            yield f"{at}.service.port.number: must be between 1 and 65535"
+    else:
+        yield f"{at}: port name or number is required"
+
+
+def _check_local_ref(ref: r.TypedLocalObjectReference | r.IngressClassParametersReference,
+                     at: str) -> Iterable[str]:
+    if ref.api_group and (problem := _subdomain_problem(ref.api_group)):
+        yield f"{at}.apiGroup: {problem}"
+    for field, value in (("kind", ref.kind), ("name", ref.name)):
+        if not value:
+            yield f"{at}.{field}: required"
+        elif value in (".", "..") or "/" in value or "%" in value:
+            yield f"{at}.{field}: {value!r} may not be '.' or '..' nor contain '/' or '%'"
+
+
+def _check_ingress_class(ic: r.IngressClass) -> Iterable[str]:
+    controller = ic.spec.controller
+    if not controller:
+        yield "spec.controller: required"
+    elif len(controller) > 250:
+        yield "spec.controller: must be at most 250 characters"
+    else:
+        domain, _, path = controller.partition("/")
+        if not domain or not path:
+            yield f"spec.controller: {controller!r} must be a domain-prefixed path (such as 'acme.io/foo')"
+        elif problem := _subdomain_problem(domain):
+            yield f"spec.controller: {problem}"
+        elif not _DOMAIN_PATH.match(path):
+            yield f"spec.controller: {controller!r} has characters not allowed in a path"
+    params = ic.spec.parameters
+    if params is not None:
+        yield from _check_local_ref(params, "spec.parameters")
+        if params.scope == "Namespace" and not params.namespace:
+            yield "spec.parameters.namespace: required when scope is Namespace"
+        if params.scope == "Cluster" and params.namespace is not None:
+            yield "spec.parameters.namespace: must not be set when scope is Cluster"
+        if params.namespace and (len(params.namespace) > 63 or not _SUBDOMAIN.match(params.namespace)
+                                 or "." in params.namespace):
+            yield f"spec.parameters.namespace: {params.namespace!r} is not a valid namespace name"
+
+
 _CHECKS = {
     r.GatewayClass: _check_gateway_class,
     r.Gateway: _check_gateway,
@@ -284,6 +444,8 @@ _CHECKS = {
     r.ReferenceGrant: _check_reference_grant,
     r.Service: _check_service,
     r.EndpointSlice: _check_endpoint_slice,
+    r.Ingress: _check_ingress,
+    r.IngressClass: _check_ingress_class,
 }
 
 
