@@ -24,7 +24,6 @@ not resolve gives the reason, the message lists them all.
 
 from __future__ import annotations
 
-import datetime
 
 from control import ir
 from control.status import (
@@ -40,7 +39,7 @@ from control.translate.filters import BACKEND_FILTERS, FilterError
 from control.translate.filters import convert as convert_filters
 from control.translate.backends import BackendResolver, Problem
 from control.translate.gateway import GatewayState, ListenerState
-from control.translate.resources import GATEWAY_GROUP, ObjectKey
+from control.translate.resources import GATEWAY_GROUP, ObjectKey, created_epoch
 from control.translate.store import Store
 from control.translate.validation import duration_ms
 
@@ -60,7 +59,7 @@ def attach_routes(
         rules, dropped, problems = _rules(route, resolver)
         route_ir = ir.Route(
             kind=route.KIND, namespace=route.namespace, name=route.name,
-            created=_epoch(route.metadata.creation_timestamp), rules=tuple(rules),
+            created=created_epoch(route.metadata.creation_timestamp), rules=tuple(rules),
         )
         attached = False
         if not route.spec.parent_refs:
@@ -261,10 +260,3 @@ def _match(m: r.HTTPRouteMatch) -> ir.RouteMatch:
         query=tuple(query.values()),
     )
 
-
-def _epoch(ts: datetime.datetime | None) -> float | None:
-    if ts is None:
-        return None
-    if ts.tzinfo is None:  # YAML timestamps without a zone are UTC in Kubernetes
-        ts = ts.replace(tzinfo=datetime.timezone.utc)
-    return ts.timestamp()

@@ -61,7 +61,6 @@ overrides), ``PartiallyInvalid`` (parts dropped), ``TLSProgrammed``.
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -75,6 +74,7 @@ from control.status import (
     StatusReport,
 )
 from control.translate import resources as r
+from control.translate.resources import created_epoch
 from control.translate.annotations import AnnotationError, Settings, read_settings
 from control.translate.backends import BackendResolver, Problem
 from control.translate.store import Store
@@ -185,7 +185,7 @@ class _Plan:
     @property
     def rank(self) -> tuple:
         """compile's precedence between Ingresses: older first, then namespace/name."""
-        created = _epoch(self.ingress.metadata.creation_timestamp)
+        created = created_epoch(self.ingress.metadata.creation_timestamp)
         return ((0, created) if created is not None else (1, 0.0),
                 f"{self.ingress.namespace}/{self.ingress.name}")
 
@@ -439,7 +439,7 @@ def _route(plan: _Plan, part: str, paths: list[_Path]) -> ir.Route:
             extra += 1
     name = ing.name if part == ir.ANY_HOST else f"{ing.name} ({part})"
     return ir.Route(kind=ing.KIND, namespace=ing.namespace, name=name,
-                    created=_epoch(ing.metadata.creation_timestamp), rules=tuple(rules))
+                    created=created_epoch(ing.metadata.creation_timestamp), rules=tuple(rules))
 
 
 def _catch_all_hosts(
@@ -510,10 +510,3 @@ def _conditions(plan: _Plan, http_port: int) -> None:
                    "TLS termination is not implemented yet: " + ", ".join(hosts)
                    + " served over HTTP only")
 
-
-def _epoch(ts: datetime.datetime | None) -> float | None:
-    if ts is None:
-        return None
-    if ts.tzinfo is None:  # YAML timestamps without a zone are UTC in Kubernetes
-        ts = ts.replace(tzinfo=datetime.timezone.utc)
-    return ts.timestamp()

@@ -62,6 +62,15 @@ class ObjectMeta(msgspec.Struct, **_S):
     generation: int = 0
 
 
+def created_epoch(ts: datetime.datetime | None) -> float | None:
+    """creationTimestamp as epoch seconds (route precedence); None when absent."""
+    if ts is None:
+        return None
+    if ts.tzinfo is None:  # YAML timestamps without a zone are UTC in Kubernetes
+        ts = ts.replace(tzinfo=datetime.timezone.utc)
+    return ts.timestamp()
+
+
 class Resource(msgspec.Struct, **_S):
     """Base of every typed object."""
 
