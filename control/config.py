@@ -96,6 +96,7 @@ class Config:
     bind_address: str = _setting("0.0.0.0", _address, "address listeners bind unless a Gateway names one")
     admin_address: str = _setting("0.0.0.0", _address, "address of the admin server")
     admin_port: int = _setting(9090, int, "admin server port (/metrics, /healthz, /readyz, /debug)", 1, 65535)
+    ingress_http_port: int = _setting(80, int, "port Ingress objects are served on (HTTP)", 1, 65535)
     drain_seconds: float = _setting(30.0, float, "on SIGTERM, time to finish in-flight requests (s)", 0, 3600)
     heartbeat_timeout: float = _setting(10.0, float, "a worker silent this long is hung and killed (s)", 1, 600)
     worker_start_timeout: float = _setting(30.0, float, "a new worker must serve a table within (s)", 1, 600)

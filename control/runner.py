@@ -160,7 +160,8 @@ class Runner:
 
     def _rebuild(self) -> None:
         try:
-            result = translate(self.cache.objects(), default_class="fluxgate")
+            result = translate(self.cache.objects(), default_class="fluxgate",
+                               ingress_http_port=self.cfg.ingress_http_port)
             table = compile_table(result.ir, source=self.cfg.config)
             self.publisher.publish(table)
         except RingBusy as exc:
