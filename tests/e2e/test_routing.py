@@ -232,3 +232,30 @@ def test_routing_backend_request_timeout_answers_504_for_a_slow_backend(tmp_path
     status, _, body = request(port, "/slow", headers={"x-echo-delay": "5"})
     assert status == 504 and body == b"upstream timed out\n"
     assert request(port, "/fast-again")[0] == 200  # the next request is not affected
+
+
+def test_routing_header_query_method_and_regex_matches(tmp_path, gateway_factory, echo_factory, port):
+    names = ("hdr", "qry", "post", "rx", "rest")
+    echoes = {n: echo_factory(n) for n in names}
+    _gateway(tmp_path, gateway_factory, port, {n: [e.port] for n, e in echoes.items()}, [route("m", [
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                      "headers": [{"name": "X-Env", "value": "canary"}]}],
+         "backendRefs": [{"name": "hdr", "port": 80}]},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                      "queryParams": [{"name": "v", "type": "RegularExpression", "value": "2|3"}]}],
+         "backendRefs": [{"name": "qry", "port": 80}]},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/orders"}, "method": "POST"}],
+         "backendRefs": [{"name": "post", "port": 80}]},
+        {"matches": [{"path": {"type": "RegularExpression", "value": "/items/[0-9]+"}}],
+         "backendRefs": [{"name": "rx", "port": 80}]},
+        {"backendRefs": [{"name": "rest", "port": 80}]},
+    ])])
+
+    def to(path, **kw):
+        return echoed(request(port, path, **kw)[2])["backend"]
+
+    assert to("/anything", headers={"x-env": "canary"}) == "hdr"  # names are case-insensitive
+    assert to("/anything", headers={"x-env": "prod"}) == "rest"
+    assert to("/anything?v=3") == "qry" and to("/anything?v=4") == "rest"
+    assert to("/orders", method="POST", body=b"{}") == "post" and to("/orders") == "rest"
+    assert to("/items/42") == "rx" and to("/items/x") == "rest"
