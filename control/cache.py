@@ -14,9 +14,10 @@ reported and the last good table keeps serving"):
 
 Theory of operation: ``apply`` rebuilds the whole entry map from the new load
 plus the entries it must keep, then compares typed objects with the previous
-map. Typed resources hold only the fields FluxGate reads, so a change to an
-annotation or to ``status`` compares equal and ``apply`` returns False: no
-rebuild, no publish. The cache never raises on bad input; everything wrong is
+map. Typed resources hold only the fields FluxGate reads, so a change to
+``status`` or to an annotation FluxGate ignores compares equal and ``apply``
+returns False: no rebuild, no publish. (Annotations FluxGate reads - those
+under ``fluxgate.io/`` and the Ingress class ones - do count.) The cache never raises on bad input; everything wrong is
 in ``errors`` and ``warnings`` (loader findings included) for the caller to log.
 """
 
