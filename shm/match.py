@@ -47,31 +47,47 @@ class Candidate:
         self.action = action
         self.source = source
 
-    def why_not(self, method: bytes, req: "RequestView") -> str:
-        """"" if the conditions hold, else the first that does not (for people)."""
+    def _failure(self, method: bytes, req: "RequestView") -> tuple | None:
+        """The first condition that does not hold, as a small tuple, or None.
+
+        One implementation serves routing (``holds``) and explaining
+        (``why_not``); only the explainer turns the tuple into words.
+        """
         if self.method and method != self.method:
-            return f"method must be {self.method.decode()}"
+            return ("method", self.method, None)
         if self.headers:
             have = req.header_map()
             for name, want in self.headers:
                 got = have.get(name)
-                if got is None:
-                    return f"header {name.decode()} is missing"
-                if isinstance(want, bytes) and got != want:
-                    return f"header {name.decode()} must be {want.decode()!r}"
-                if not isinstance(want, bytes) and not want.fullmatch(got):
-                    return f"header {name.decode()} must match {want.pattern.decode()!r}"
+                if got is None or (got != want if isinstance(want, bytes) else not want.fullmatch(got)):
+                    return ("header", name, want if got is not None else None)
         if self.query:
             params = req.query_map()
             for name, want in self.query:
                 got = params.get(name)
-                if got is None:
-                    return f"query parameter {name} is missing"
-                if isinstance(want, str) and got != want:
-                    return f"query parameter {name} must be {want!r}"
-                if not isinstance(want, str) and not want.fullmatch(got):
-                    return f"query parameter {name} must match {want.pattern!r}"
-        return ""
+                if got is None or (got != want if isinstance(want, str) else not want.fullmatch(got)):
+                    return ("query", name, want if got is not None else None)
+        return None
+
+    def holds(self, method: bytes, req: "RequestView") -> bool:
+        return self._failure(method, req) is None
+
+    def why_not(self, method: bytes, req: "RequestView") -> str:
+        """"" if the conditions hold, else the first that does not (for people)."""
+        failure = self._failure(method, req)
+        if failure is None:
+            return ""
+        kind, name, want = failure
+        if kind == "method":
+            return f"method must be {name.decode()}"
+        label = f"header {name.decode()}" if kind == "header" else f"query parameter {name}"
+        if want is None:
+            return f"{label} is missing"
+        if isinstance(want, (bytes, str)):
+            shown = want.decode() if isinstance(want, bytes) else want
+            return f"{label} must be {shown!r}"
+        pattern = want.pattern.decode() if isinstance(want.pattern, bytes) else want.pattern
+        return f"{label} must match {pattern!r}"
 
     def path_matches(self, path: bytes) -> bool:
         p = self.entry.match.path
@@ -82,34 +98,6 @@ class Candidate:
             n = len(value)
             return path.startswith(value) and (n <= 1 or len(path) == n or path[n] == 47)
         return re.fullmatch(value, path) is not None
-
-    def holds(self, method: bytes, req: "RequestView") -> bool:
-        if self.method and method != self.method:
-            return False
-        if self.headers:
-            have = req.header_map()
-            for name, want in self.headers:
-                got = have.get(name)
-                if got is None:
-                    return False
-                if isinstance(want, bytes):
-                    if got != want:
-                        return False
-                elif not want.fullmatch(got):
-                    return False
-        if self.query:
-            params = req.query_map()
-            for name, want in self.query:
-                got = params.get(name)
-                if got is None:
-                    return False
-                if isinstance(want, str):
-                    if got != want:
-                        return False
-                elif not want.fullmatch(got):
-                    return False
-        return True
-
 
 class RequestView:
     """What matching may read of a request; maps are built only if a rule asks."""
