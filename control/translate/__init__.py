@@ -6,7 +6,8 @@ as it decides (never writing it):
 1. GatewayClasses: which are ours (``gateway.accept_classes``).
 2. Gateways of those classes and their listeners (``gateway.accept_gateways``).
 3. HTTPRoutes: attach to listeners, resolve backendRefs
-   (``httproute.attach_routes``, ``backends.BackendResolver``).
+   (``httproute.attach_routes``, ``backends.BackendResolver``); FluxGateRoutes
+   the same way (``fluxgateroute.attach_routes``).
 4. Ingresses and IngressClasses, on their own listener, merged with the
    above by compile where they share a socket (``ingress.translate_ingresses``).
 5. Assemble the IR from what attached, keeping only clusters that a served
@@ -24,7 +25,7 @@ from typing import Iterable
 
 from control.ir import IR
 from control.status import StatusReport
-from control.translate import gateway, httproute, ingress
+from control.translate import fluxgateroute, gateway, httproute, ingress
 from control.translate.backends import BackendResolver
 from control.translate.resources import Resource
 from control.translate.store import Store
@@ -66,6 +67,7 @@ def translate(
     gateways = gateway.accept_gateways(store, report, classes)
     resolver = BackendResolver(store)
     routes = httproute.attach_routes(store, gateways, resolver, report, controller_name)
+    routes += fluxgateroute.attach_routes(store, gateways, resolver, report, controller_name)
 
     listeners = tuple(
         lst.to_ir() for state in gateways.values() for lst in state.listeners if lst.usable

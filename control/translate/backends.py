@@ -64,7 +64,7 @@ class BackendResolver:
         namespace = ref.namespace or route.namespace
         target = f"Service {namespace}/{ref.name}"
         if not self._store.reference_permitted(
-            from_group=GATEWAY_GROUP, from_kind=route.KIND, from_namespace=route.namespace,
+            from_group=getattr(route, "GROUP", GATEWAY_GROUP), from_kind=route.KIND, from_namespace=route.namespace,
             to_group="", to_kind="Service", to_namespace=namespace, to_name=ref.name,
         ):
             return "", Problem("RefNotPermitted",

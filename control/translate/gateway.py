@@ -47,6 +47,8 @@ from control.translate.store import Store, selector_matches
 
 SUPPORTED_PROTOCOLS = ("HTTP", "HTTPS")
 ROUTE_KINDS = {"HTTP": ("HTTPRoute",), "HTTPS": ("HTTPRoute",)}
+# Kinds admitted wherever another kind is (FluxGateRoute goes where HTTPRoute may).
+ADMITTED_AS = {"FluxGateRoute": "HTTPRoute"}
 
 
 @dataclass
@@ -77,7 +79,7 @@ class ListenerState:
 
     def admits(self, route: r.HTTPRoute, store: Store) -> bool:
         """allowedRoutes: the route's kind and namespace."""
-        if route.KIND not in self.kinds:
+        if ADMITTED_AS.get(route.KIND, route.KIND) not in self.kinds:
             return False
         policy = self.spec.allowed_routes.namespaces
         if policy.from_ == "All":

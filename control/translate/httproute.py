@@ -61,33 +61,52 @@ def attach_routes(
             kind=route.KIND, namespace=route.namespace, name=route.name,
             created=created_epoch(route.metadata.creation_timestamp), rules=tuple(rules),
         )
-        attached = False
-        if not route.spec.parent_refs:
-            report.note(f"{route.key} has no parentRefs: it attaches to nothing")
-        for pref in route.spec.parent_refs:
-            ref = ParentRef(pref.group, pref.kind, pref.namespace or route.namespace,
-                            pref.name, pref.section_name, pref.port)
-            if (ref.group, ref.kind) != (GATEWAY_GROUP, "Gateway"):
-                report.note(f"{route.key}: parentRef {ref} ignored: only Gateway parents are supported")
-                continue
-            gw_key = ObjectKey("Gateway", ref.namespace, ref.name)
-            state = gateways.get(gw_key)
-            if state is None and gw_key in store.gateways:
-                continue  # another controller's Gateway
-            status = report.object(route.KIND, route.namespace, route.name,
-                                   route.metadata.generation)
-            parent = status.parent(ref, controller_name)
-            if state is None:
-                parent.set(ACCEPTED, False, "NoMatchingParent", f"Gateway {ref.namespace}/{ref.name} not found")
-            else:
-                attached |= _attach(route, route_ir, ref, state, store, parent, dropped)
-            _refs_condition(parent, problems)
-            if dropped and parent.is_true(ACCEPTED):
-                parent.set(PARTIALLY_INVALID, True, "UnsupportedValue",
-                           "Dropped Rule(s): " + "; ".join(dropped))
-        if attached:
+        if attach_route(route, route_ir, dropped, problems, store, gateways, report, controller_name):
             served.append(route_ir)
     return tuple(sorted(served, key=lambda x: x.ref))
+
+
+def attach_route(
+    route: r.HTTPRoute | r.FluxGateRoute,
+    route_ir: ir.Route,
+    dropped: list[str],
+    problems: list[Problem],
+    store: Store,
+    gateways: dict[ObjectKey, GatewayState],
+    report: StatusReport,
+    controller_name: str,
+    unserved: tuple[str, ...] = (),
+) -> bool:
+    """Attach one route (any kind with parentRefs and hostnames) to its parents,
+    recording its status; True if some listener serves it. ``unserved``: parts
+    of kept rules that are ignored (a FluxGateRoute's retries), reported with
+    ``PartiallyInvalid`` like dropped rules."""
+    attached = False
+    if not route.spec.parent_refs:
+        report.note(f"{route.key} has no parentRefs: it attaches to nothing")
+    for pref in route.spec.parent_refs:
+        ref = ParentRef(pref.group, pref.kind, pref.namespace or route.namespace,
+                        pref.name, pref.section_name, pref.port)
+        if (ref.group, ref.kind) != (GATEWAY_GROUP, "Gateway"):
+            report.note(f"{route.key}: parentRef {ref} ignored: only Gateway parents are supported")
+            continue
+        gw_key = ObjectKey("Gateway", ref.namespace, ref.name)
+        state = gateways.get(gw_key)
+        if state is None and gw_key in store.gateways:
+            continue  # another controller's Gateway
+        status = report.object(route.KIND, route.namespace, route.name,
+                               route.metadata.generation)
+        parent = status.parent(ref, controller_name)
+        if state is None:
+            parent.set(ACCEPTED, False, "NoMatchingParent", f"Gateway {ref.namespace}/{ref.name} not found")
+        else:
+            attached |= _attach(route, route_ir, ref, state, store, parent, dropped)
+        _refs_condition(parent, problems)
+        if (dropped or unserved) and parent.is_true(ACCEPTED):
+            parts = (["Dropped Rule(s): " + "; ".join(dropped)] if dropped else []) + \
+                    (["Not served: " + "; ".join(unserved)] if unserved else [])
+            parent.set(PARTIALLY_INVALID, True, "UnsupportedValue", ". ".join(parts))
+    return attached
 
 
 def _attach(

@@ -436,3 +436,60 @@ class IngressClass(Resource, **_S):
     @property
     def is_default(self) -> bool:
         return (self.metadata.annotations or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"
+
+
+# --- FluxGateRoute (fluxgate.io/v1alpha3) --------------------------------------------
+
+FLUXGATE_GROUP = "fluxgate.io"
+RETRY_ON = ("connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx")
+
+
+class HeaderValue(msgspec.Struct, **_S):
+    """A request header to set; ``value`` may hold ``%{...}`` placeholders."""
+
+    name: str
+    value: str
+
+
+class CanaryHeader(msgspec.Struct, **_S):
+    name: str
+    value: Optional[str] = None  # None: any value (the header is present)
+
+
+class CanaryCookie(msgspec.Struct, **_S):
+    name: str
+    value: str
+
+
+class Canary(msgspec.Struct, **_S):
+    backend_refs: tuple[HTTPBackendRef, ...]
+    weight: Annotated[int, msgspec.Meta(ge=0, le=100)] = 0  # percent of the other requests
+    header: Optional[CanaryHeader] = None
+    cookie: Optional[CanaryCookie] = None
+
+
+class Retries(msgspec.Struct, **_S):
+    attempts: Annotated[int, msgspec.Meta(ge=1, le=10)]
+    retry_on: tuple[Literal["connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx"], ...] = ()
+
+
+class FluxGateRouteRule(HTTPRouteRule, **_S):
+    """An HTTPRoute rule plus what HTTPRoute cannot say."""
+
+    canary: Optional[Canary] = None
+    request_headers: tuple[HeaderValue, ...] = ()
+    retries: Optional[Retries] = None
+
+
+class FluxGateRouteSpec(msgspec.Struct, **_S):
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[FluxGateRouteRule, ...] = (FluxGateRouteRule(),)
+
+
+class FluxGateRoute(Resource, **_S):
+    """FluxGate's own route: attaches like an HTTPRoute (see translate/fluxgateroute.py)."""
+
+    KIND: ClassVar[str] = "FluxGateRoute"
+    GROUP: ClassVar[str] = FLUXGATE_GROUP
+    spec: FluxGateRouteSpec = FluxGateRouteSpec()

@@ -29,6 +29,7 @@ class Store:
         self.gateway_classes: dict[str, r.GatewayClass] = {}
         self.gateways: dict[ObjectKey, r.Gateway] = {}
         self.http_routes: dict[ObjectKey, r.HTTPRoute] = {}
+        self.fluxgate_routes: dict[ObjectKey, r.FluxGateRoute] = {}
         self.services: dict[tuple[str, str], r.Service] = {}
         self.namespaces: dict[str, r.Namespace] = {}
         self._slices: dict[tuple[str, str], list[r.EndpointSlice]] = defaultdict(list)
@@ -40,6 +41,8 @@ class Store:
                 self.gateways[obj.key] = obj
             elif isinstance(obj, r.HTTPRoute):
                 self.http_routes[obj.key] = obj
+            elif isinstance(obj, r.FluxGateRoute):
+                self.fluxgate_routes[obj.key] = obj
             elif isinstance(obj, r.Service):
                 self.services[(obj.namespace, obj.name)] = obj
             elif isinstance(obj, r.EndpointSlice):

@@ -49,6 +49,7 @@ KINDS: dict[tuple[str, str], type[r.Resource]] = {
     ("discovery.k8s.io/v1", "EndpointSlice"): r.EndpointSlice,
     ("networking.k8s.io/v1", "Ingress"): r.Ingress,
     ("networking.k8s.io/v1", "IngressClass"): r.IngressClass,
+    ("fluxgate.io/v1alpha3", "FluxGateRoute"): r.FluxGateRoute,
 }
 CLUSTER_SCOPED = frozenset({"GatewayClass", "Namespace", "IngressClass"})
 DEFAULT_NAMESPACE = "default"
@@ -447,6 +448,66 @@ _CHECKS = {
     r.Ingress: _check_ingress,
     r.IngressClass: _check_ingress_class,
 }
+
+
+# --- FluxGateRoute: HTTPRoute's checks plus canary, requestHeaders, retries ---------
+
+# %{client_ip}, %{request_id}, %{header:NAME}, %{path_segment:N}
+PLACEHOLDER = re.compile(r"%\{([^{}]*)\}")
+_PLACEHOLDER_BODY = re.compile(r"^(client_ip|request_id|header:[A-Za-z0-9!#$%&'*+\-.^_`|~]+|path_segment:[0-9]{1,2})$")
+_COOKIE_NAME = _HEADER_NAME  # an RFC 6265 token
+_COOKIE_VALUE = re.compile(r"^[!#-+\--:<-\[\]-~]*$")  # cookie-octets
+
+
+def _check_fluxgate_route(route: r.FluxGateRoute) -> Iterable[str]:
+    yield from _check_http_route(route)  # type: ignore[arg-type]  # the same fields
+    for i, rule in enumerate(route.spec.rules):
+        at = f"spec.rules[{i}]"
+        names: set[str] = set()
+        for j, h in enumerate(rule.request_headers):
+            if not _HEADER_NAME.match(h.name) or len(h.name) > 256:
+                yield f"{at}.requestHeaders[{j}].name: {h.name!r} is not a valid header name"
+            elif h.name.lower() in names:
+                yield f"{at}.requestHeaders[{j}].name: {h.name!r} is named twice"
+            names.add(h.name.lower())
+            if any(c in h.value for c in "\r\n\0"):
+                yield f"{at}.requestHeaders[{j}].value: must not contain CR, LF or NUL"
+            for body in PLACEHOLDER.findall(h.value):
+                if not _PLACEHOLDER_BODY.match(body):
+                    yield (f"{at}.requestHeaders[{j}].value: unknown placeholder %{{{body}}} (use"
+                           " %{client_ip}, %{request_id}, %{header:NAME} or %{path_segment:N})")
+        if len(rule.request_headers) > 16:
+            yield f"{at}.requestHeaders: at most 16 headers"
+        if rule.retries is not None and not rule.retries.retry_on:
+            yield f"{at}.retries.retryOn: must have at least one entry"
+        canary = rule.canary
+        if canary is None:
+            continue
+        at = f"{at}.canary"
+        if not canary.backend_refs:
+            yield f"{at}.backendRefs: must have at least one entry"
+        for j, ref in enumerate(canary.backend_refs):
+            if ref.group == "" and ref.kind == "Service" and ref.port is None:
+                yield f"{at}.backendRefs[{j}].port: required for a Service"
+            if ref.filters:
+                yield f"{at}.backendRefs[{j}].filters: not supported on canary backends"
+        if not rule.backend_refs:
+            yield f"{at}: the rule needs backendRefs of its own to split traffic with"
+        if canary.weight == 0 and canary.header is None and canary.cookie is None:
+            yield f"{at}: set a weight, a header or a cookie (otherwise no request reaches it)"
+        if canary.header is not None:
+            if not _HEADER_NAME.match(canary.header.name) or len(canary.header.name) > 256:
+                yield f"{at}.header.name: {canary.header.name!r} is not a valid header name"
+            if canary.header.value is not None and any(c in canary.header.value for c in "\r\n\0"):
+                yield f"{at}.header.value: must not contain CR, LF or NUL"
+        if canary.cookie is not None:
+            if not _COOKIE_NAME.match(canary.cookie.name):
+                yield f"{at}.cookie.name: {canary.cookie.name!r} is not a valid cookie name"
+            if not canary.cookie.value or not _COOKIE_VALUE.match(canary.cookie.value):
+                yield f"{at}.cookie.value: {canary.cookie.value!r} is not a valid cookie value"
+
+
+_CHECKS[r.FluxGateRoute] = _check_fluxgate_route
 
 
 # --- msgspec's wording, turned round to name the field first ------------------------

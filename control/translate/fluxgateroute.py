@@ -1,0 +1,201 @@
+"""FluxGateRoutes (fluxgate.io/v1alpha3): HTTPRoute's rules plus what HTTPRoute cannot say.
+
+A FluxGateRoute attaches exactly like an HTTPRoute (``httproute.attach_route``:
+the same parentRefs, listeners, hostnames and conditions; a listener admits it
+wherever it admits HTTPRoutes) and its rules are first translated by
+``httproute._rules`` (matches, filters, backendRefs, timeouts, with the same
+validation and the same reasons for dropping a rule). Then, per kept rule:
+
+* ``canary``: requests carrying the canary header (any value, or the given
+  one) or cookie go to the canary backends: an extra IR rule whose matches are
+  the rule's matches plus that header condition (a cookie is a
+  ``RegularExpression`` on the ``cookie`` header), so it ranks above the rule
+  by the usual precedence (more header matches). It gets the index
+  ``CANARY_INDEX + i`` (rule indexes must be unique per route; spec.rules has
+  at most 16). The other requests split by ``weight`` percent: the rule's own
+  backends and the canary's become one weighted list.
+* ``requestHeaders``: values without a placeholder become an ordinary
+  ``RequestHeaderModifier`` ``set`` (merged with the rule's own). Values with
+  placeholders (``%{client_ip}`` ...) would be a ``FluxGateHeaderTemplate``
+  filter, which the data plane cannot serve yet: the rule is dropped
+  ("header templates are not served yet"), never served without its headers.
+* ``retries``: not served yet; the rule is kept and the route reports
+  ``PartiallyInvalid`` ("retries are not served yet").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import msgspec
+
+from control import ir
+from control.status import StatusReport
+from control.translate import httproute
+from control.translate import resources as r
+from control.translate.backends import BackendResolver, Problem
+from control.translate.gateway import GatewayState
+from control.translate.resources import ObjectKey, created_epoch
+from control.translate.store import Store
+from control.translate.validation import PLACEHOLDER
+
+CANARY_INDEX = 100  # the canary rule of spec.rules[i] has index CANARY_INDEX + i
+HEADER_TEMPLATE = "FluxGateHeaderTemplate"
+
+
+def attach_routes(
+    store: Store,
+    gateways: dict[ObjectKey, GatewayState],
+    resolver: BackendResolver,
+    report: StatusReport,
+    controller_name: str,
+) -> tuple[ir.Route, ...]:
+    """Attach every FluxGateRoute; returns the routes served by at least one listener."""
+    served: list[ir.Route] = []
+    for route in store.fluxgate_routes.values():
+        rules, dropped, problems, unserved = _rules(route, resolver)
+        route_ir = ir.Route(
+            kind=route.KIND, namespace=route.namespace, name=route.name,
+            created=created_epoch(route.metadata.creation_timestamp), rules=tuple(rules),
+        )
+        if httproute.attach_route(route, route_ir, dropped, problems, store, gateways, report,
+                                  controller_name, unserved=tuple(unserved)):
+            served.append(route_ir)
+    return tuple(sorted(served, key=lambda x: x.ref))
+
+
+def _rules(
+    route: r.FluxGateRoute, resolver: BackendResolver
+) -> tuple[list[ir.Rule], list[str], list[Problem], list[str]]:
+    """Valid IR rules, dropped-rule reasons, unresolved refs, ignored parts."""
+    base, dropped, problems = httproute._rules(route, resolver)  # type: ignore[arg-type]
+    rules: list[ir.Rule] = []
+    unserved: list[str] = []
+    for rule in base:
+        spec = route.spec.rules[rule.index]
+        try:
+            rule = _with_headers(rule, spec.request_headers)
+        except _Drop as exc:
+            dropped.append(f"rule {rule.index}: {exc}")
+            continue
+        if spec.canary is not None:
+            try:
+                rule, canary = _with_canary(route, rule, spec.canary, resolver, problems)
+            except _Drop as exc:
+                dropped.append(f"rule {rule.index}: {exc}")
+                continue
+            if canary is not None:
+                rules.append(canary)
+        if spec.retries is not None:
+            unserved.append(f"rule {rule.index}: retries are not served yet")
+        rules.append(rule)
+    dropped.sort(key=_rule_number)  # httproute's reasons and ours, in rule order
+    return sorted(rules, key=lambda x: x.index), dropped, problems, unserved
+
+
+class _Drop(ValueError):
+    """Why a rule cannot be served."""
+
+
+def _rule_number(reason: str) -> int:
+    m = re.match(r"rule (\d+):", reason)
+    return int(m.group(1)) if m else 0
+
+
+# --- requestHeaders ------------------------------------------------------------------
+
+
+def has_placeholder(value: str) -> bool:
+    return PLACEHOLDER.search(value) is not None
+
+
+def _with_headers(rule: ir.Rule, headers: tuple[r.HeaderValue, ...]) -> ir.Rule:
+    if not headers:
+        return rule
+    items = [{"name": h.name, "value": h.value} for h in headers]
+    if any(has_placeholder(h.value) for h in headers):
+        # The IR this will be, once the data plane can fill placeholders in:
+        # ir.Filter(type=HEADER_TEMPLATE, config={"set": items}). Until then the
+        # rule is not served at all (compile would ignore the filter).
+        raise _Drop("header templates are not served yet (requestHeaders with %{...})")
+    filters = list(rule.filters)
+    for i, f in enumerate(filters):
+        if f.type == "RequestHeaderModifier":
+            taken = {h["name"].lower() for field in ("set", "add") for h in f.config.get(field, ())}
+            taken |= {name.lower() for name in f.config.get("remove", ())}
+            clash = [h["name"] for h in items if h["name"].lower() in taken]
+            if clash:
+                raise _Drop(f"requestHeaders: {clash[0]!r} is also in the rule's RequestHeaderModifier")
+            config = dict(f.config)
+            config["set"] = list(config.get("set", ())) + items
+            filters[i] = ir.Filter(type=f.type, config=config)
+            break
+    else:
+        filters.insert(0, ir.Filter(type="RequestHeaderModifier", config={"set": items}))
+    return _replace(rule, filters=tuple(filters))
+
+
+# --- canary --------------------------------------------------------------------------
+
+
+def cookie_pattern(name: str, value: str) -> str:
+    """A regular expression matching a whole Cookie header that carries name=value."""
+    return rf"(?:^|.*;\s*){re.escape(name)}={re.escape(value)}(?:;.*|$)"
+
+
+def _with_canary(
+    route: r.FluxGateRoute, rule: ir.Rule, canary: r.Canary,
+    resolver: BackendResolver, problems: list[Problem],
+) -> tuple[ir.Rule, ir.Rule | None]:
+    """The rule with canary backends in its weighted split, and the canary rule
+    (None when the canary is chosen by weight only)."""
+    backends = []
+    for ref in canary.backend_refs:
+        backend, problem = resolver.resolve(route, ref)  # type: ignore[arg-type]
+        backends.append(backend)
+        if problem:
+            problems.append(problem)
+    conditions: list[ir.HeaderMatch] = []
+    if canary.header is not None:
+        name = canary.header.name.lower()
+        if canary.header.value is None:
+            conditions.append(ir.HeaderMatch(name=name, value=".*", type="RegularExpression"))
+        else:
+            conditions.append(ir.HeaderMatch(name=name, value=canary.header.value))
+    if canary.cookie is not None:
+        conditions.append(ir.HeaderMatch(name="cookie", type="RegularExpression",
+                                         value=cookie_pattern(canary.cookie.name, canary.cookie.value)))
+    matches = []
+    for match in rule.matches:
+        for cond in conditions:
+            if any(h.name == cond.name for h in match.headers):
+                raise _Drop(f"canary: the rule already matches on header {cond.name!r}")
+            matches.append(_replace(match, headers=match.headers + (cond,)))
+    canary_rule = _replace(
+        rule, index=CANARY_INDEX + rule.index,
+        name=f"{rule.name}-canary" if rule.name else "canary",
+        matches=tuple(matches), backends=tuple(backends),
+    ) if matches else None
+    return _replace(rule, backends=split(rule.backends, tuple(backends), canary.weight)), canary_rule
+
+
+def split(main: tuple[ir.Backend, ...], canary: tuple[ir.Backend, ...], percent: int) -> tuple[ir.Backend, ...]:
+    """One weighted list giving the canary backends ``percent`` % of the traffic,
+    each side keeping its own proportions (weights reduced by their gcd)."""
+    if percent == 0 or not canary:
+        return main
+    m_total = sum(b.weight for b in main)
+    c_total = sum(b.weight for b in canary)
+    if c_total == 0:
+        return main
+    if m_total == 0:  # the rule's own backends take nothing: the canary, at its share
+        m_total = 1
+    weights = [b.weight * (100 - percent) * c_total for b in main]
+    weights += [b.weight * percent * m_total for b in canary]
+    g = math.gcd(*weights) or 1
+    return tuple(_replace(b, weight=w // g) for b, w in zip(main + canary, weights))
+
+
+def _replace(obj, **changes):
+    return msgspec.structs.replace(obj, **changes)
