@@ -30,7 +30,6 @@ from typing import NamedTuple
 
 from control import ir
 from control.translate import resources as r
-from control.translate.resources import GATEWAY_GROUP
 from control.translate.store import Store
 
 # appProtocols an upstream HTTP/1.1 cleartext client cannot speak (GEP-1911).
@@ -64,7 +63,7 @@ class BackendResolver:
         namespace = ref.namespace or route.namespace
         target = f"Service {namespace}/{ref.name}"
         if not self._store.reference_permitted(
-            from_group=getattr(route, "GROUP", GATEWAY_GROUP), from_kind=route.KIND, from_namespace=route.namespace,
+            from_group=route.GROUP, from_kind=route.KIND, from_namespace=route.namespace,
             to_group="", to_kind="Service", to_namespace=namespace, to_name=ref.name,
         ):
             return "", Problem("RefNotPermitted",

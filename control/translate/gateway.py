@@ -42,13 +42,13 @@ from control.status import (
     StatusReport,
 )
 from control.translate import resources as r
-from control.translate.resources import GATEWAY_GROUP, ObjectKey
+from control.translate.resources import FLUXGATE_GROUP, GATEWAY_GROUP, ObjectKey
 from control.translate.store import Store, selector_matches
 
 SUPPORTED_PROTOCOLS = ("HTTP", "HTTPS")
-ROUTE_KINDS = {"HTTP": ("HTTPRoute",), "HTTPS": ("HTTPRoute",)}
-# Kinds admitted wherever another kind is (FluxGateRoute goes where HTTPRoute may).
-ADMITTED_AS = {"FluxGateRoute": "HTTPRoute"}
+# (group, kind) of the routes each listener protocol carries.
+_HTTP_ROUTES = ((GATEWAY_GROUP, "HTTPRoute"), (FLUXGATE_GROUP, "FluxGateRoute"))
+ROUTE_KINDS = {"HTTP": _HTTP_ROUTES, "HTTPS": _HTTP_ROUTES}
 
 
 @dataclass
@@ -59,7 +59,7 @@ class ListenerState:
     spec: r.Listener
     status: ListenerStatus
     addresses: tuple[str, ...]
-    kinds: tuple[str, ...] = ()  # route kinds it admits (group gateway.networking.k8s.io)
+    kinds: tuple[tuple[str, str], ...] = ()  # (group, kind) of the routes it admits
     usable: bool = False  # accepted and not conflicted: routes may attach
     programmed: bool = False  # in the table
     attachments: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -79,7 +79,7 @@ class ListenerState:
 
     def admits(self, route: r.HTTPRoute, store: Store) -> bool:
         """allowedRoutes: the route's kind and namespace."""
-        if ADMITTED_AS.get(route.KIND, route.KIND) not in self.kinds:
+        if (route.GROUP, route.KIND) not in self.kinds:
             return False
         policy = self.spec.allowed_routes.namespaces
         if policy.from_ == "All":
@@ -198,12 +198,12 @@ def _listener(
     # Route kinds: what the protocol can carry, narrowed by allowedRoutes.kinds.
     possible = ROUTE_KINDS.get(spec.protocol, ())
     wanted = spec.allowed_routes.kinds
-    invalid = [k for k in wanted if k.group != GATEWAY_GROUP or k.kind not in possible]
+    invalid = [k for k in wanted if (k.group, k.kind) not in possible]
     if wanted:
-        state.kinds = tuple(dict.fromkeys(k.kind for k in wanted if k not in invalid))
+        state.kinds = tuple(dict.fromkeys((k.group, k.kind) for k in wanted if k not in invalid))
     else:
         state.kinds = possible
-    status.supported_kinds = [RouteGroupKind(GATEWAY_GROUP, k) for k in state.kinds]
+    status.supported_kinds = [RouteGroupKind(group, kind) for group, kind in state.kinds]
 
     clash = _protocol_clash(gw, spec)
     resolved = not invalid

@@ -75,6 +75,7 @@ class Resource(msgspec.Struct, **_S):
     """Base of every typed object."""
 
     KIND: ClassVar[str] = ""
+    GROUP: ClassVar[str] = ""  # the API group ("" = core); ReferenceGrants and route kinds name it
 
     metadata: ObjectMeta
 
@@ -243,6 +244,7 @@ class HTTPRouteSpec(msgspec.Struct, **_S):
 
 class HTTPRoute(Resource, **_S):
     KIND: ClassVar[str] = "HTTPRoute"
+    GROUP: ClassVar[str] = GATEWAY_GROUP
     spec: HTTPRouteSpec = HTTPRouteSpec()
 
 
@@ -407,6 +409,7 @@ class IngressSpec(msgspec.Struct, **_S):
 
 class Ingress(Resource, **_S):
     KIND: ClassVar[str] = "Ingress"
+    GROUP: ClassVar[str] = "networking.k8s.io"
     metadata: AnnotatedMeta
     spec: IngressSpec = IngressSpec()
 
@@ -430,6 +433,7 @@ class IngressClassSpec(msgspec.Struct, **_S):
 
 class IngressClass(Resource, **_S):
     KIND: ClassVar[str] = "IngressClass"
+    GROUP: ClassVar[str] = "networking.k8s.io"
     metadata: AnnotatedMeta
     spec: IngressClassSpec = IngressClassSpec()
 

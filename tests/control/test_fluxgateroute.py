@@ -194,3 +194,24 @@ def test_crd_schema_matches_the_types():
                          "canary", "requestHeaders", "retries"}
     assert tuple(rule["retries"]["properties"]["retryOn"]["items"]["enum"]) == r.RETRY_ON
     assert rule["canary"]["properties"]["weight"]["maximum"] == 100
+
+
+def test_listener_kinds_can_select_fluxgateroute_alone(parse):
+    only_ours = OBJECTS.replace(
+        "listeners: [{name: http, port: 80, protocol: HTTP}]",
+        "listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{group: fluxgate.io, kind: FluxGateRoute}]}}]")
+    http_route = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: h}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+"""
+    t = translate(parse(only_ours + _route("") + http_route))
+    assert [r.kind for r in t.ir.routes] == ["FluxGateRoute"]
+    listener = t.status.find("Gateway", "default", "gw").listener("http")
+    assert [(k.group, k.kind) for k in listener.supported_kinds] == [("fluxgate.io", "FluxGateRoute")]
+    rejected = t.status.find("HTTPRoute", "default", "h").parents[0].get("Accepted")
+    assert (rejected.status, rejected.reason) == ("False", "NotAllowedByListeners")
