@@ -81,8 +81,8 @@ def compile_table(ir: irt.IR, source: str = "") -> schema.CompiledTable:
             vhosts.append(_vhost(f"{name}|{host}", hosts[host].values()))
             if host == irt.ANY_HOST:
                 default = index
-            elif host.startswith("*."):
-                wildcards.append(schema.HostEntry(host, index))
+            elif host[:2] in ("*.", "+."):
+                wildcards.append(schema.HostEntry("*" + host[1:], index, single_label=host[0] == "+"))
             else:
                 exact.append(schema.HostEntry(host, index))
         listeners.append(schema.Listener(
@@ -123,9 +123,11 @@ def normalize_prefix(value: str) -> str:
 
 
 def _host_order(hosts: dict[str, Any]) -> list[str]:
-    """Exact hosts alphabetically, wildcards most specific first, then "*"."""
-    exact = sorted(h for h in hosts if h != irt.ANY_HOST and not h.startswith("*."))
-    wild = sorted((h for h in hosts if h.startswith("*.")), key=lambda h: (-len(h), h))
+    """Exact hosts alphabetically, wildcards most specific first, then "*".
+
+    For one suffix a one-label wildcard ("+.x") is more specific than "*.x"."""
+    wild = sorted((h for h in hosts if h[:2] in ("*.", "+.")), key=lambda h: (-len(h), h[0] != "+", h))
+    exact = sorted(h for h in hosts if h != irt.ANY_HOST and h[:2] not in ("*.", "+."))
     return exact + wild + ([irt.ANY_HOST] if irt.ANY_HOST in hosts else [])
 
 

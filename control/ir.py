@@ -31,6 +31,11 @@ _S = dict(frozen=True, kw_only=True)
 ANY_HOST = "*"  # the hostname of a route attachment that matches every host
 
 
+def one_label(host: str) -> str:
+    """An Ingress host as an attachment hostname: its wildcard covers one label only."""
+    return "+" + host[1:] if host.startswith("*.") else host
+
+
 # --- backends --------------------------------------------------------------------------
 
 
@@ -115,7 +120,9 @@ class Attachment(msgspec.Struct, **_S):
     """A route served by a listener, on the hostnames both agree on."""
 
     route: str  # Route.ref
-    hostnames: tuple[str, ...]  # exact, "*.suffix", or ANY_HOST
+    # exact; "*.suffix": any number of labels before the suffix (Gateway API);
+    # "+.suffix": exactly one label (Ingress); or ANY_HOST
+    hostnames: tuple[str, ...]
 
 
 class Listener(msgspec.Struct, **_S):

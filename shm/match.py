@@ -211,7 +211,8 @@ class HostIndex:
 
     def __init__(self, listener: Listener) -> None:
         self.exact = {h.host.encode(): h.vhost for h in listener.exact}
-        self.wildcards = [(h.host[1:].encode(), h.vhost) for h in listener.wildcards]  # ".example.com"
+        # (".example.com", vhost, one label only), most specific first (compile's order)
+        self.wildcards = [(h.host[1:].encode(), h.vhost, h.single_label) for h in listener.wildcards]
         self.default = listener.default_vhost
 
     def lookup(self, host: bytes) -> int:
@@ -219,9 +220,11 @@ class HostIndex:
         i = self.exact.get(host, -1)
         if i >= 0:
             return i
-        for suffix, j in self.wildcards:
-            # "*.example.com" matches "a.example.com" and "a.b.example.com", not "example.com".
-            if host.endswith(suffix) and len(host) > len(suffix):
+        for suffix, j, single in self.wildcards:
+            # "*.example.com" matches "a.example.com" and "a.b.example.com", not "example.com";
+            # a single-label one (Ingress) only "a.example.com".
+            if host.endswith(suffix) and len(host) > len(suffix) and not (
+                    single and b"." in host[:-len(suffix)]):
                 return j
         return self.default
 
@@ -229,9 +232,10 @@ class HostIndex:
         """``lookup`` with the reason, for people."""
         if host in self.exact:
             return self.exact[host], f"exact hostname {host.decode()}"
-        for suffix, j in self.wildcards:
-            if host.endswith(suffix) and len(host) > len(suffix):
-                return j, f"wildcard hostname *{suffix.decode()}"
+        for suffix, j, single in self.wildcards:
+            if host.endswith(suffix) and len(host) > len(suffix) and not (
+                    single and b"." in host[:-len(suffix)]):
+                return j, f"wildcard hostname *{suffix.decode()}" + (" (one label)" if single else "")
         if self.default >= 0:
             return self.default, "the listener's catch-all (no hostname restricts it)"
         return -1, "no hostname of this listener matches"

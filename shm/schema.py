@@ -173,6 +173,7 @@ class VirtualHost(msgspec.Struct, **_S):
 class HostEntry(msgspec.Struct, **_S):
     host: str  # exact "a.example.com" or wildcard "*.example.com" (lower-case)
     vhost: int  # index into Table.vhosts
+    single_label: bool = False  # a wildcard that covers exactly one label (Ingress)
 
 
 class Listener(msgspec.Struct, **_S):

@@ -280,9 +280,10 @@ def translate_ingresses(
     for plan in mains:
         wanted = [h for t in plan.ingress.spec.tls or () for h in t.hosts or (ir.ANY_HOST,)]
         for route, host in _host_routes(plan):
-            routes.append((route, (host,)))
+            # The Ingress spec: "*.foo.com" matches "bar.foo.com", never "baz.bar.foo.com".
+            routes.append((route, (ir.one_label(host),)))
             if any(_covers(t, host) for t in wanted):
-                tls.append(ir.Attachment(route=route.ref, hostnames=(host,)))
+                tls.append(ir.Attachment(route=route.ref, hostnames=(ir.one_label(host),)))
     owner = next((p for p in mains if p.default is not None), None)
     if owner is not None and owner.default is not None:
         hosts = _catch_all_hosts(routes, gateway_listeners, gateway_routes, http_port)

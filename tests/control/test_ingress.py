@@ -176,7 +176,8 @@ def test_ingress_gives_one_route_per_host(parse):
                               "Ingress/default/web (a.example.com)"]
     assert [r.index for r in routes["Ingress/default/web (a.example.com)"].rules] == [0, 2]
     hosts = {a.route: a.hostnames for a in result.ir.listeners[0].attachments}
-    assert hosts["Ingress/default/web (*.example.com)"] == ("*.example.com",)
+    # An Ingress wildcard covers exactly one label: the IR says so with "+.".
+    assert hosts["Ingress/default/web (*.example.com)"] == ("+.example.com",)
     assert hosts["Ingress/default/web"] == ("*",)
 
 

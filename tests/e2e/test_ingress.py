@@ -46,3 +46,17 @@ def test_ingress_routes_canaries_rewrites_and_default_backend(tmp_path, gateway_
     assert echoed(request(port, "/v1/users?id=1", host="api.example.com")[2])["url"] == "/internal/users?id=1"
     # Anything else falls to the defaultBackend.
     assert echoed(request(port, "/x", host="unknown.example.com")[2])["backend"] == "fallback"
+
+
+def test_ingress_wildcard_covers_one_label_while_an_httproute_wildcard_covers_any(tmp_path, gateway_factory, echo_factory, port):
+    from tests.e2e.gateway import route
+    ing, gw = echo_factory("ing"), echo_factory("gw")
+    docs = objects(port, {"ing": [ing.port], "gw": [gw.port]},
+                   [route("wild", [{"backendRefs": [{"name": "gw", "port": 80}]}], hostnames=["*.foo.com"])])
+    docs.append(_ingress("wild", [_rule("*.foo.com", "/", "ing")]))
+    cfg = tmp_path / "ing.yaml"
+    write_config(cfg, docs)
+    gateway_factory(cfg, FLUXGATE_INGRESS_HTTP_PORT=str(port))  # one socket for both
+    # One label: the Ingress (the more specific wildcard); deeper names: only the HTTPRoute covers them.
+    assert echoed(request(port, host="a.foo.com")[2])["backend"] == "ing"
+    assert echoed(request(port, host="a.b.foo.com")[2])["backend"] == "gw"
