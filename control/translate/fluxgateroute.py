@@ -36,7 +36,7 @@ from control.translate import httproute
 from control.translate import resources as r
 from control.translate.backends import BackendResolver, Problem
 from control.translate.gateway import GatewayState
-from control.translate.resources import ObjectKey, created_epoch
+from control.translate.resources import ObjectKey
 from control.translate.store import Store
 from control.translate.validation import PLACEHOLDER
 
@@ -52,17 +52,8 @@ def attach_routes(
     controller_name: str,
 ) -> tuple[ir.Route, ...]:
     """Attach every FluxGateRoute; returns the routes served by at least one listener."""
-    served: list[ir.Route] = []
-    for route in store.fluxgate_routes.values():
-        rules, dropped, problems, unserved = _rules(route, resolver)
-        route_ir = ir.Route(
-            kind=route.KIND, namespace=route.namespace, name=route.name,
-            created=created_epoch(route.metadata.creation_timestamp), rules=tuple(rules),
-        )
-        if httproute.attach_route(route, route_ir, dropped, problems, store, gateways, report,
-                                  controller_name, unserved=tuple(unserved)):
-            served.append(route_ir)
-    return tuple(sorted(served, key=lambda x: x.ref))
+    return httproute.attach_all(store.fluxgate_routes.values(), _rules,
+                                store, gateways, resolver, report, controller_name)
 
 
 def _rules(

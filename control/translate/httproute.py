@@ -24,6 +24,7 @@ not resolve gives the reason, the message lists them all.
 
 from __future__ import annotations
 
+from typing import Any, Callable, Iterable
 
 from control import ir
 from control.status import (
@@ -54,14 +55,30 @@ def attach_routes(
     controller_name: str,
 ) -> tuple[ir.Route, ...]:
     """Attach every HTTPRoute; returns the routes served by at least one listener."""
+    return attach_all(store.http_routes.values(), lambda route, res: (*_rules(route, res), ()),
+                      store, gateways, resolver, report, controller_name)
+
+
+def attach_all(
+    routes: Iterable[r.HTTPRoute | r.FluxGateRoute],
+    rules_of: Callable[[Any, BackendResolver], tuple[list[ir.Rule], list[str], list[Problem], Any]],
+    store: Store,
+    gateways: dict[ObjectKey, GatewayState],
+    resolver: BackendResolver,
+    report: StatusReport,
+    controller_name: str,
+) -> tuple[ir.Route, ...]:
+    """Attach routes of one kind; ``rules_of`` gives a route's rules, dropped
+    rules, unresolved refs and parts it keeps but does not serve yet."""
     served: list[ir.Route] = []
-    for route in store.http_routes.values():
-        rules, dropped, problems = _rules(route, resolver)
+    for route in routes:
+        rules, dropped, problems, unserved = rules_of(route, resolver)
         route_ir = ir.Route(
             kind=route.KIND, namespace=route.namespace, name=route.name,
             created=created_epoch(route.metadata.creation_timestamp), rules=tuple(rules),
         )
-        if attach_route(route, route_ir, dropped, problems, store, gateways, report, controller_name):
+        if attach_route(route, route_ir, dropped, problems, store, gateways, report,
+                        controller_name, unserved=tuple(unserved)):
             served.append(route_ir)
     return tuple(sorted(served, key=lambda x: x.ref))
 
