@@ -32,6 +32,7 @@ done here once):
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -143,6 +144,7 @@ def _vhost(name: str, pending: Any) -> schema.VirtualHost:
             # A mirror whose backend could not be resolved is left out (translate reported it).
             filters=tuple(_filter(f) for f in rule.filters
                           if f.type != "RequestMirror" or f.config.get("cluster")),
+            retry=_retry(rule.retry),
         )
         entries.append(schema.RouteEntry(
             match=_match(match),
@@ -174,7 +176,45 @@ def _filter(f: irt.Filter) -> schema.Filter:
         return schema.URLRewrite(hostname=c.get("hostname", ""), path_type=path_type, path=path_value)
     if f.type == "RequestMirror":
         return schema.RequestMirror(cluster=c["cluster"], percent=c.get("percent", 100.0))
+    if f.type == "RequestHeaderTemplate":
+        return schema.RequestHeaderTemplate(
+            set=tuple(schema.HeaderTemplate(h["name"], template_parts(h["value"])) for h in c["set"]))
+    if f.type == "CORS":
+        return schema.CORS(
+            allow_origins=tuple(o.lower() for o in c.get("allowOrigins", ())),
+            allow_methods=tuple(c.get("allowMethods", ())),
+            allow_headers=tuple(h.lower() for h in c.get("allowHeaders", ())),
+            expose_headers=tuple(c.get("exposeHeaders", ())),
+            allow_credentials=bool(c.get("allowCredentials", False)),
+            max_age=c.get("maxAge", 5),
+        )
     raise ValueError(f"compile: no schema for filter type {f.type!r}")  # translate lets none through
+
+
+_PLACEHOLDER = re.compile(r"%\{([a-z_]+)(?::([^{}]*))?\}")
+
+
+def template_parts(value: str) -> tuple[schema.TemplatePart, ...]:
+    """``"ip=%{client_ip}"`` as parts: text, then the value to fill in
+    (placeholders were validated by translate)."""
+    parts: list[schema.TemplatePart] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(value):
+        if m.start() > pos:
+            parts.append(schema.TemplatePart("text", value[pos:m.start()]))
+        kind, arg = m.group(1), m.group(2) or ""
+        parts.append(schema.TemplatePart(kind, arg.lower() if kind == "header" else arg))
+        pos = m.end()
+    if pos < len(value):
+        parts.append(schema.TemplatePart("text", value[pos:]))
+    return tuple(parts)
+
+
+def _retry(r: irt.Retry | None) -> schema.RetryPolicy | None:
+    if r is None or r.attempts < 1:
+        return None
+    return schema.RetryPolicy(attempts=r.attempts, codes=tuple(sorted(set(r.codes))),
+                              connect_failure=r.connect_failure, reset=r.reset, backoff_ms=r.backoff_ms)
 
 
 def _precedence(item: _Pending) -> tuple:

@@ -8,6 +8,9 @@ chunked in N pieces, ``x-echo-close: 1`` closes after answering,
 ``x-echo-size: N`` answers N bytes of a known pattern instead of the report.
 ``GET /__echo/requests`` answers the reports of the last requests received
 (a mirror target in tests is asked what reached it this way).
+A whole backend can be made to misbehave for fault and retry tests:
+``--status CODE`` answers that status by default, ``--delay SECONDS`` answers
+every request late, ``--reset`` closes each connection without answering.
 Run: ``python -m control.echo --port 0 --name v1`` (prints "listening PORT").
 """
 
@@ -26,8 +29,11 @@ KEEP = 1000
 
 
 class EchoProtocol(asyncio.Protocol):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, status: int = 200, delay: float = 0.0, reset: bool = False) -> None:
         self.name = name
+        self.status = status
+        self.delay = delay
+        self.reset = reset
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
         self._reset()
@@ -75,9 +81,12 @@ class EchoProtocol(asyncio.Protocol):
             return
         RECEIVED.append(report)
         del RECEIVED[:-KEEP]
+        if self.reset:
+            self.transport.abort()
+            return
         steer = {k.lower(): v for k, v in self.headers if k.lower().startswith("x-echo-")}
         keep = self.parser.should_keep_alive() and steer.get("x-echo-close") != "1"
-        delay = float(steer.get("x-echo-delay", "0") or 0)
+        delay = float(steer.get("x-echo-delay", "0") or 0) or self.delay
         if delay > 0:
             # Stop reading so a pipelined request waits for this answer.
             self.transport.pause_reading()
@@ -90,7 +99,7 @@ class EchoProtocol(asyncio.Protocol):
             return
         size = int(steer.get("x-echo-size", "-1"))
         body = pattern(size) if size >= 0 else json.dumps(report).encode() + b"\n"
-        status = int(steer.get("x-echo-status", "200"))
+        status = int(steer.get("x-echo-status", self.status))
         chunks = int(steer.get("x-echo-chunks", "0"))
         head = b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\nx-backend: %s\r\n" % (
             status, self.name.encode())
@@ -116,9 +125,11 @@ def pattern(size: int) -> bytes:
     return (unit * (size // 256 + 1))[:size]
 
 
-async def serve(host: str, port: int, name: str) -> None:
+async def serve(host: str, port: int, name: str, status: int = 200, delay: float = 0.0,
+                reset: bool = False) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: EchoProtocol(name), host, port, reuse_address=True)
+    server = await loop.create_server(lambda: EchoProtocol(name, status, delay, reset), host, port,
+                                      reuse_address=True)
     print("listening", server.sockets[0].getsockname()[1], flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -132,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--name", default="echo")
+    ap.add_argument("--status", type=int, default=200, help="the status of every answer by default")
+    ap.add_argument("--delay", type=float, default=0.0, help="answer every request this many seconds late")
+    ap.add_argument("--reset", action="store_true", help="close each connection without answering")
     args = ap.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.name))
+    asyncio.run(serve(args.host, args.port, args.name, args.status, args.delay, args.reset))
     return 0
 
 

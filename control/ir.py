@@ -14,9 +14,9 @@ Rules:
 * Everything is sorted or in input order, never in hash order: equal inputs
   give equal IRs.
 
-Growth: new match kinds extend ``RouteMatch``; filters are already carried in
-``Rule.filters`` (translate drops rules that have any, until compile and the
-schema can express them); other route kinds get their own rule types and a
+Growth: new match kinds extend ``RouteMatch``; a new filter kind is one more
+``Filter.type`` (its config shaped like its Gateway API object) that compile
+maps to a schema filter; other route kinds get their own rule types and a
 field on ``Listener``.
 """
 
@@ -90,6 +90,16 @@ class Filter(msgspec.Struct, **_S):
     config: dict[str, Any] = {}
 
 
+class Retry(msgspec.Struct, **_S):
+    """A retry policy (see shm.schema.RetryPolicy)."""
+
+    attempts: int
+    codes: tuple[int, ...] = ()
+    connect_failure: bool = True
+    reset: bool = False
+    backoff_ms: int = 0
+
+
 class Rule(msgspec.Struct, **_S):
     index: int  # position in spec.rules: the last tie-breaker of precedence
     name: str = ""
@@ -98,6 +108,7 @@ class Rule(msgspec.Struct, **_S):
     filters: tuple[Filter, ...] = ()
     timeout_ms: int = 0  # 0 = no route timeout
     backend_timeout_ms: int = 0  # per attempt (timeouts.backendRequest); 0 = none
+    retry: Optional[Retry] = None
 
 
 class Route(msgspec.Struct, **_S):

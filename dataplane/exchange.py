@@ -19,6 +19,18 @@ Failure rules (what the client sees):
   timeout (timeouts.backendRequest, per attempt, from when the request is
   handed to an upstream connection) before the response  → 504; after the
   response started                                    → client connection closed
+
+Retry policy (``retry``, a router.RetryPlan; HTTPRoute retry, FluxGateRoute
+retries): before any byte of a response has gone downstream, a failed
+attempt is tried again on another endpoint (after ``backoff``), at most
+``attempts`` times, when the policy names the failure: a listed status from
+the upstream (the response is discarded and its connection closed), a
+connect failure or a reset (the 502 we would answer, or the policy's flag),
+a per-try timeout (504). A retried request is sent again from ``kept``: its
+head and body as framed for the upstream. A body longer than
+RETRY_BODY_LIMIT is not kept, and such a request is not retried. When the
+retries are used up the last answer stands: the upstream's response, or our
+502/504.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ log = logging.getLogger("fluxgate.exchange")
 
 MAX_ATTEMPTS = 3
 BODY_BUFFER_LIMIT = 64 * 1024  # buffered before an upstream is attached; then pause reading
+RETRY_BODY_LIMIT = 64 * 1024  # a body kept for retries; longer ones are not retried
 
 
 class Exchange:
@@ -41,6 +54,7 @@ class Exchange:
         "cluster", "endpoint", "attempts", "local", "body", "body_bytes", "conn",
         "started", "req_done", "resp_done", "response_started", "timer", "timeout", "dead",
         "response_edits", "mirrors", "backend_timeout", "attempt_timer",
+        "retry", "retries", "kept", "kept_bytes",
     )
 
     def __init__(self, proto, head: bytes, keep_alive: bool, http10: bool, head_only: bool,
@@ -71,6 +85,10 @@ class Exchange:
         self.dead = False  # the downstream connection is gone
         self.response_edits = ()  # ResponseHeaderModifiers (router.HeaderEdit), in order
         self.mirrors = ()  # Mirror copies of this request (RequestMirror), if any
+        self.retry = None  # router.RetryPlan, when the route retries
+        self.retries = 0  # retries made under ``retry``
+        self.kept: list[bytes] | None = None  # the framed body so far, for a retry ([] once retry is set)
+        self.kept_bytes = 0
 
     # --- starting ---------------------------------------------------------------
 
@@ -115,6 +133,10 @@ class Exchange:
                     self.endpoint = nxt
                     self._open()
                     return
+            r = self.retry
+            if r is not None and (r.connect_failure or 502 in r.codes) and self.may_retry():
+                self._retry("connect failure")
+                return
             self._fail(502)
             return
         worker.pool.opened += 1
@@ -138,7 +160,7 @@ class Exchange:
         if self.backend_timeout > 0:  # a new attempt: its own deadline
             if self.attempt_timer is not None:
                 self.attempt_timer.cancel()
-            self.attempt_timer = self.proto.loop.call_later(self.backend_timeout, self._timed_out)
+            self.attempt_timer = self.proto.loop.call_later(self.backend_timeout, self._attempt_timed_out)
 
     # --- request body (from the downstream parser) --------------------------------
 
@@ -147,6 +169,12 @@ class Exchange:
             chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
         for mirror in self.mirrors:
             mirror.body_chunk(chunk)
+        kept = self.kept
+        if kept is not None:
+            kept.append(chunk)
+            self.kept_bytes += len(chunk)
+            if self.kept_bytes > RETRY_BODY_LIMIT:
+                self.kept = None  # too long to send again: no retries for this one
         if self.resp_done:
             return  # the response is over; the rest of the body is read and dropped
         if self.conn is not None:
@@ -223,15 +251,74 @@ class Exchange:
         if self.replayable and self.attempts < MAX_ATTEMPTS and conn.uses > 1:
             self._open()
             return
+        r = self.retry
+        if r is not None and (r.reset or 502 in r.codes) and self.may_retry():
+            self._retry(reason)
+            return
         log.warning("upstream failed", extra={"fields": {
             "cluster": self.cluster.name, "upstream": f"{conn.key[0]}:{conn.key[1]}", "error": reason}})
         self._fail(502)
+
+    # --- retries ----------------------------------------------------------------
+
+    def may_retry(self) -> bool:
+        """The policy has a retry left and the request can be sent again whole."""
+        r = self.retry
+        return (r is not None and self.retries < r.attempts and self.kept is not None
+                and not (self.dead or self.resp_done or self.response_started))
+
+    def retry_status(self, conn, status: int) -> None:
+        """The upstream answered a status the policy retries (``conn`` is closed)."""
+        self.conn = None
+        self._retry(f"status {status}")
+
+    def _retry(self, why: str) -> None:
+        self.retries += 1
+        if self.attempt_timer is not None:
+            self.attempt_timer.cancel()
+            self.attempt_timer = None
+        log.info("retrying upstream request", extra={"fields": {
+            "cluster": self.cluster.name, "upstream": f"{self.endpoint[0]}:{self.endpoint[1]}",
+            "why": why, "retry": self.retries}})
+        # Everything framed so far goes again; what arrives later follows it.
+        self.body = list(self.kept)
+        self.body_bytes = self.kept_bytes
+        if self.retry.backoff > 0:
+            self.proto.loop.call_later(self.retry.backoff, self._retry_now)
+        else:
+            self._retry_now()
+
+    def _retry_now(self) -> None:
+        if self.dead or self.resp_done:
+            return
+        nxt = self.cluster.pick(skip=self.endpoint)
+        if nxt is None:  # the endpoints went away meanwhile
+            self._fail(503)
+            return
+        self.endpoint = nxt
+        conn = self.proto.worker.pool.acquire(nxt)
+        if conn is not None:
+            self._attach(conn)
+        else:
+            self._open()
 
     def _cancel_timers(self) -> None:
         for timer in (self.timer, self.attempt_timer):
             if timer is not None:
                 timer.cancel()
         self.timer = self.attempt_timer = None
+
+    def _attempt_timed_out(self) -> None:
+        """timeouts.backendRequest: this attempt took too long."""
+        self.attempt_timer = None
+        r = self.retry
+        if r is not None and 504 in r.codes and self.may_retry():
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                conn.abort()
+            self._retry("per-try timeout")
+            return
+        self._timed_out()
 
     def _timed_out(self) -> None:
         self._cancel_timers()

@@ -64,6 +64,12 @@ def classify_request(name: bytes) -> int:
 # --- header edits (filters) ------------------------------------------------------
 
 
+def header_value(headers: list[tuple[bytes, bytes]], lname: bytes) -> bytes:
+    """Every value of a request header (``lname`` lower-case), joined with ", "."""
+    values = [v for n, v in headers if n.lower() == lname]
+    return values[0] if len(values) == 1 else b", ".join(values)
+
+
 def drop_lines(lines: list[bytes], names: frozenset[bytes]) -> list[bytes]:
     """``lines`` ("Name: value\\r\\n" each) without those whose name is in ``names``."""
     return [h for h in lines if h.split(b":", 1)[0].strip().lower() not in names]

@@ -36,7 +36,7 @@ from dataplane import responses
 from dataplane.exchange import Exchange
 from dataplane.mirror import Mirror
 from dataplane import headers as hdr
-from dataplane.headers import CONNECTION, HOST, LENGTH, PASS, TE, XFF, nominated
+from dataplane.headers import CONNECTION, HOST, LENGTH, PASS, TE, XFF, header_value, nominated
 
 log = logging.getLogger("fluxgate.protocol")
 
@@ -228,15 +228,33 @@ class HttpProtocol(asyncio.Protocol):
         if cand is None:
             return self._local(404, keep_alive, http10, head_only)
         action = cand.action
-        host_out = None
+        host_out = cors_edit = None
         if action.filtered:
-            # The fixed order: request header modifier, redirect, rewrite.
+            # The fixed order: request header modifier, header template, CORS,
+            # redirect, rewrite.
             edit = action.request_edit
             if edit is not None:
                 kept = hdr.drop_lines(kept, edit.drop)
                 if edit.lines:
                     kept.append(edit.lines)
                 host_out = edit.host
+            templates = action.templates
+            if templates is not None:
+                kept = hdr.drop_lines(kept, templates.drop)
+                kept.append(templates.render(self.client, path, headers))
+            cors = action.cors
+            if cors is not None:
+                origin = header_value(headers, b"origin")
+                if origin:
+                    if method == b"OPTIONS":
+                        wanted = header_value(headers, b"access-control-request-method")
+                        if wanted:  # a preflight: answered here, never forwarded
+                            lines = cors.preflight(origin, wanted,
+                                                   header_value(headers, b"access-control-request-headers"))
+                            self._enqueue(Exchange(self, b"", keep_alive, http10, head_only, False, False,
+                                                   None, None, responses.preflight(lines, not keep_alive)))
+                            return
+                    cors_edit = cors.response_edit(origin)
             if action.redirect is not None:
                 return self._redirect(action.redirect, cand.prefix, host, path, query, keep_alive, http10, head_only)
             rewrite = action.rewrite
@@ -292,7 +310,11 @@ class HttpProtocol(asyncio.Protocol):
             cluster, endpoint, None, action.timeout, action.backend_timeout,
         )
         if action.filtered:
-            ex.response_edits = backend_edit[1] if backend_edit is not None else action.response_edits
+            edits = backend_edit[1] if backend_edit is not None else action.response_edits
+            ex.response_edits = (cors_edit,) + edits if cors_edit is not None else edits
+            if action.retry is not None:
+                ex.retry = action.retry
+                ex.kept = []
             if action.mirrors:
                 ex.mirrors = self._mirrors(action.mirrors, head, head_only)
         self._enqueue(ex)

@@ -44,6 +44,14 @@ def redirect(status: int, location: bytes, close: bool) -> bytes:
     )
 
 
+def preflight(lines: bytes, close: bool) -> bytes:
+    """The answer to a CORS preflight: 200, no body, the CORS header lines."""
+    return (
+        b"HTTP/1.1 200 OK\r\nserver: %s\r\n%scontent-length: 0\r\nconnection: %s\r\n\r\n"
+        % (SERVER, lines, b"close" if close else b"keep-alive")
+    )
+
+
 def error(status: int, close: bool, head_only: bool = False) -> bytes:
     """The prebuilt response for ``status``; headers only for HEAD requests."""
     data = PREBUILT[status][close]

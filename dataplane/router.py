@@ -27,9 +27,11 @@ from itertools import accumulate
 
 from shm import codec
 from shm.match import HostIndex, PathIndex
+from dataplane.cors import CorsPolicy
+from dataplane.template import HeaderTemplates
 from shm.schema import (
-    Action, Cluster, RequestHeaderModifier, RequestMirror, RequestRedirect,
-    ResponseHeaderModifier, Table, URLRewrite,
+    CORS, Action, Cluster, RequestHeaderModifier, RequestHeaderTemplate, RequestMirror,
+    RequestRedirect, ResponseHeaderModifier, RetryPolicy, Table, URLRewrite,
 )
 
 
@@ -85,12 +87,25 @@ class HeaderEdit:
         self.host = host[0].encode() if host else None
 
 
+class RetryPlan:
+    """A RetryPolicy made ready for the exchange: statuses as a set, seconds."""
+
+    __slots__ = ("attempts", "codes", "connect_failure", "reset", "backoff")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.attempts = policy.attempts
+        self.codes = frozenset(policy.codes)
+        self.connect_failure = policy.connect_failure
+        self.reset = policy.reset
+        self.backoff = policy.backoff_ms / 1000.0
+
+
 class CompiledAction:
     """An Action with its weights and filters precomputed; clusters resolved per generation."""
 
     __slots__ = ("action", "clusters", "cumulative", "total", "timeout", "backend_timeout", "single",
                  "filtered", "request_edit", "response_edits", "redirect", "rewrite", "mirrors",
-                 "backend_edits")
+                 "backend_edits", "templates", "cors", "retry")
 
     def __init__(self, action: Action, clusters: list[ClusterState | None],
                  mirrors: tuple = ()) -> None:
@@ -103,7 +118,8 @@ class CompiledAction:
         self.backend_timeout = action.backend_timeout_ms / 1000.0
         # One live backend that resolved: no weighing per request.
         self.single = self.clusters[0] if len(self.clusters) == 1 else None
-        self.request_edit = self.redirect = self.rewrite = None
+        self.request_edit = self.redirect = self.rewrite = self.templates = self.cors = None
+        self.retry = RetryPlan(action.retry) if action.retry is not None else None
         self.response_edits: tuple[HeaderEdit, ...] = ()  # applied in order to the response head
         self.mirrors = mirrors  # ((ClusterState, percent), ...), resolved by the Router
         for f in action.filters:
@@ -115,6 +131,10 @@ class CompiledAction:
                 self.redirect = f
             elif isinstance(f, URLRewrite):
                 self.rewrite = f
+            elif isinstance(f, RequestHeaderTemplate):
+                self.templates = HeaderTemplates(f)
+            elif isinstance(f, CORS):
+                self.cors = CorsPolicy(f)
         # Per live backend: (request edit, response edits) when any backendRef has filters.
         self.backend_edits = None
         if any(fs for _, _, fs in live):
@@ -124,7 +144,8 @@ class CompiledAction:
                 req = next((HeaderEdit(f) for f in fs if isinstance(f, RequestHeaderModifier)), None)
                 resp = tuple(HeaderEdit(f) for f in fs if isinstance(f, ResponseHeaderModifier))
                 self.backend_edits.append((req, self.response_edits + resp))
-        self.filtered = bool(action.filters) or self.backend_edits is not None  # one test per request without
+        # One test per request for actions without filters, per-backend edits or retries.
+        self.filtered = bool(action.filters) or self.backend_edits is not None or self.retry is not None
 
     def choose(self) -> ClusterState | None:
         """A cluster by weight; None means unresolved (the caller answers 500)."""

@@ -6,7 +6,8 @@ during a rolling update, and the ring refuses a table of another major version):
 * Every Struct is ``frozen`` and ``array_like``: positional, compact, immutable.
 * Fields are only ever *appended*, always with a default. Never reorder, rename
   or remove a field; bump ``SCHEMA_VERSION`` instead (the ring refuses a table
-  whose version differs from the reader's).
+  whose version differs from the reader's). A new member of a tagged union
+  (a filter kind) is unknown to older readers: that is a bump too.
 * Tagged unions (path matches) carry their tag as the first array element.
 * The table is laid out for lazy decoding: ``Table`` is a small index whose
   virtual hosts and clusters are ``msgspec.Raw`` blobs. A worker decodes the
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import msgspec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: RequestHeaderTemplate and CORS filters, Action.retry
 
 _S = dict(frozen=True, array_like=True, forbid_unknown_fields=False)
 
@@ -138,7 +139,50 @@ class RequestMirror(msgspec.Struct, tag="RequestMirror", **_S):
     percent: float = 100.0  # of requests mirrored
 
 
-Filter = RequestHeaderModifier | ResponseHeaderModifier | RequestRedirect | URLRewrite | RequestMirror
+class TemplatePart(msgspec.Struct, **_S):
+    """A piece of a header template: literal text or a value from the request."""
+
+    kind: str  # "text" | "client_ip" | "request_id" | "header" | "path_segment"
+    value: str = ""  # the text; the header name (lower-case); the segment number (1 = first)
+
+
+class HeaderTemplate(msgspec.Struct, **_S):
+    name: str
+    parts: tuple[TemplatePart, ...] = ()
+
+
+class RequestHeaderTemplate(msgspec.Struct, tag="RequestHeaderTemplate", **_S):
+    """FluxGateRoute requestHeaders with placeholders: set per request, after
+    the RequestHeaderModifier. A header whose value comes out empty is not sent."""
+
+    set: tuple[HeaderTemplate, ...] = ()
+
+
+class CORS(msgspec.Struct, tag="CORS", **_S):
+    """Gateway API's HTTPCORSFilter. Origins are lower-case ``scheme://host[:port]``,
+    ``*`` or with a ``*.`` label wildcard; ``*`` in methods/headers means any."""
+
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age: int = 5
+
+
+Filter = (RequestHeaderModifier | ResponseHeaderModifier | RequestRedirect | URLRewrite | RequestMirror
+          | RequestHeaderTemplate | CORS)
+
+
+class RetryPolicy(msgspec.Struct, **_S):
+    """When a failed attempt is tried again on another endpoint (HTTPRoute
+    ``retry``, FluxGateRoute ``retries``)."""
+
+    attempts: int  # tries after the first
+    codes: tuple[int, ...] = ()  # response statuses that are retried (504: a per-try timeout too)
+    connect_failure: bool = True
+    reset: bool = False  # the upstream closed before any response
+    backoff_ms: int = 0
 
 
 class Action(msgspec.Struct, **_S):
@@ -147,10 +191,12 @@ class Action(msgspec.Struct, **_S):
     # backends are all unresolved or all weight 0 (Gateway API), else 503.
     request_timeout_ms: int = 0
     # Applied in this fixed order, whatever the order written: request header
-    # modifier, redirect (answers at once), rewrite, then the response header
-    # modifier on the way back.
+    # modifier, header template, CORS (answers preflights at once), redirect
+    # (answers at once), rewrite, mirrors; then on the way back CORS and the
+    # response header modifier.
     filters: tuple[Filter, ...] = ()
     backend_timeout_ms: int = 0  # per attempt (timeouts.backendRequest); 0 = none
+    retry: RetryPolicy | None = None
 
 
 class RouteEntry(msgspec.Struct, **_S):

@@ -9,9 +9,12 @@ produce the same shapes and compile() reads one format.
 
 Supported: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect,
 URLRewrite, RequestMirror (its config gains the resolved ``cluster``; "" when
-the backend cannot be resolved, which disables the mirror, not the rule).
-Not yet: CORS, ExtensionRef (and filters on a backendRef) - their rules are
-dropped with "not supported yet".
+the backend cannot be resolved, which disables the mirror, not the rule),
+CORS. An ExtensionRef is validated and kept as written: FluxGate has no
+custom filter kinds yet, so httproute answers its rule's requests with 500
+(the spec: never skip a filter that cannot be resolved) and reports the
+reference in ResolvedRefs. On a backendRef only the header modifiers are
+supported; other filters there drop the rule ("not supported yet").
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from control import ir
 from control.translate import resources as r
 
 SUPPORTED = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite",
-             "RequestMirror")
+             "RequestMirror", "CORS", "ExtensionRef")
 # On a backendRef (extended support): header modifiers only, for now.
 BACKEND_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
 # Resolves a mirror's backendRef to a cluster name ("" when it cannot be).
@@ -58,7 +61,7 @@ def convert(filters: tuple[r.HTTPRouteFilter, ...], matches: tuple[ir.RouteMatch
             raise FilterError(f"{where}: unknown filter type {f.type!r}")
         if f.type not in SUPPORTED:
             raise FilterError(f"{where}: {f.type} filters are not supported yet")
-        if f.type in seen and f.type != "RequestMirror":  # mirrors may repeat
+        if f.type in seen and f.type not in ("RequestMirror", "ExtensionRef"):  # these may repeat
             raise FilterError(f"{where}: {f.type} may appear only once in a rule")
         seen.add(f.type)
         member = getattr(f, _MEMBER[f.type])
@@ -206,7 +209,59 @@ def _mirror_ref(ref: dict) -> r.HTTPBackendRef:
     )
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+_ORIGIN = re.compile(r"^https?://(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[0-9]{1,5})?$")
+
+
+def _cors(m: dict, matches, where: str) -> dict[str, Any]:
+    """HTTPCORSFilter (Gateway API, experimental channel), checked as its CRD does."""
+    out: dict[str, Any] = {}
+    origins = m.get("allowOrigins") or []
+    if not isinstance(origins, list) or len(origins) > 64:
+        raise FilterError(f"{where}.allowOrigins: a list of at most 64 origins")
+    for j, o in enumerate(origins):
+        if not isinstance(o, str) or (o != "*" and not _ORIGIN.match(o.lower())):
+            raise FilterError(f"{where}.allowOrigins[{j}]: {o!r} is not \"*\" or scheme://host[:port]"
+                              " (a \"*.\" wildcard only as the first label)")
+    if origins:
+        out["allowOrigins"] = list(origins)
+    for field, limit in (("allowMethods", 9), ("allowHeaders", 64), ("exposeHeaders", 64)):
+        items = m.get(field) or []
+        if not isinstance(items, list) or len(items) > limit:
+            raise FilterError(f"{where}.{field}: a list of at most {limit} entries")
+        if "*" in items and len(items) > 1:
+            raise FilterError(f"{where}.{field}: \"*\" must be the only entry")
+        for j, v in enumerate(items):
+            ok = isinstance(v, str) and (v == "*" or (v in _METHODS if field == "allowMethods" else bool(_TOKEN.match(v))))
+            if not ok:
+                what = "a method (" + ", ".join(_METHODS) + ")" if field == "allowMethods" else "a header name"
+                raise FilterError(f"{where}.{field}[{j}]: {v!r} is not \"*\" or {what}")
+        if len({v.lower() for v in items}) != len(items):
+            raise FilterError(f"{where}.{field}: entries must be unique")
+        if items:
+            out[field] = list(items)
+    cred = m.get("allowCredentials", False)
+    if not isinstance(cred, bool):
+        raise FilterError(f"{where}.allowCredentials: must be true or false")
+    if cred:
+        out["allowCredentials"] = True
+    age = m.get("maxAge", 5)
+    if not isinstance(age, int) or isinstance(age, bool) or age < 1:
+        raise FilterError(f"{where}.maxAge: a whole number of seconds, at least 1")
+    out["maxAge"] = age
+    return out
+
+
+def _extension_ref(m: dict, matches, where: str) -> dict[str, Any]:
+    for field in ("group", "kind", "name"):
+        if not isinstance(m.get(field), str) or (field != "group" and not m[field]):
+            raise FilterError(f"{where}.{field}: required (a string)")
+    return {"group": m["group"], "kind": m["kind"], "name": m["name"]}
+
+
 _CHECKS = {
+    "CORS": _cors,
+    "ExtensionRef": _extension_ref,
     "RequestHeaderModifier": _header_modifier,
     "ResponseHeaderModifier": _header_modifier,
     "RequestRedirect": _redirect,

@@ -16,11 +16,15 @@ validation and the same reasons for dropping a rule). Then, per kept rule:
   backends and the canary's become one weighted list.
 * ``requestHeaders``: values without a placeholder become an ordinary
   ``RequestHeaderModifier`` ``set`` (merged with the rule's own). Values with
-  placeholders (``%{client_ip}`` ...) would be a ``FluxGateHeaderTemplate``
-  filter, which the data plane cannot serve yet: the rule is dropped
-  ("header templates are not served yet"), never served without its headers.
-* ``retries``: not served yet; the rule is kept and the route reports
-  ``PartiallyInvalid`` ("retries are not served yet").
+  placeholders (``%{client_ip}``, ``%{request_id}``, ``%{header:NAME}``,
+  ``%{path_segment:N}``) become a ``RequestHeaderTemplate`` filter, which
+  the data plane fills in per request (after the modifier). A name may not be
+  in both the rule's modifier and requestHeaders: which one wins would be a
+  guess, so the rule is dropped with a reason.
+* ``retries``: a retry policy. ``connect-failure`` and ``reset`` are the
+  failures of those names; ``5xx`` retries every 5xx status (504 includes a
+  per-try timeout, timeouts.backendRequest); ``gateway-error`` 502, 503, 504;
+  ``retriable-4xx`` 409.
 """
 
 from __future__ import annotations
@@ -38,10 +42,10 @@ from control.translate.backends import BackendResolver, Problem
 from control.translate.gateway import GatewayState
 from control.translate.resources import ObjectKey
 from control.translate.store import Store
-from control.translate.validation import PLACEHOLDER
+from control.translate.validation import PLACEHOLDER, duration_ms
 
 CANARY_INDEX = 100  # the canary rule of spec.rules[i] has index CANARY_INDEX + i
-HEADER_TEMPLATE = "FluxGateHeaderTemplate"
+HEADER_TEMPLATE = "RequestHeaderTemplate"
 
 
 def attach_routes(
@@ -58,31 +62,36 @@ def attach_routes(
 
 def _rules(
     route: r.FluxGateRoute, resolver: BackendResolver
-) -> tuple[list[ir.Rule], list[str], list[Problem], list[str]]:
-    """Valid IR rules, dropped-rule reasons, unresolved refs, ignored parts."""
+) -> tuple[list[ir.Rule], list[str], list[Problem]]:
+    """Valid IR rules, dropped-rule reasons, unresolved refs."""
     base, dropped, problems = httproute._rules(route, resolver)  # type: ignore[arg-type]
     rules: list[ir.Rule] = []
-    unserved: list[str] = []
     for rule in base:
         spec = route.spec.rules[rule.index]
+        if any(f.type == "ExtensionRef" for f in spec.filters):
+            rules.append(rule)  # answered 500 whatever else it says (httproute._rules)
+            continue
         try:
             rule = _with_headers(rule, spec.request_headers)
         except _Drop as exc:
             dropped.append(f"rule {rule.index}: {exc}")
             continue
+        canary = None
         if spec.canary is not None:
             try:
                 rule, canary = _with_canary(route, rule, spec.canary, resolver, problems)
             except _Drop as exc:
                 dropped.append(f"rule {rule.index}: {exc}")
                 continue
-            if canary is not None:
-                rules.append(canary)
         if spec.retries is not None:
-            unserved.append(f"rule {rule.index}: retries are not served yet")
+            rule = _replace(rule, retry=retry_policy(spec.retries))
+            if canary is not None:
+                canary = _replace(canary, retry=rule.retry)
+        if canary is not None:
+            rules.append(canary)
         rules.append(rule)
     dropped.sort(key=_rule_number)  # httproute's reasons and ours, in rule order
-    return sorted(rules, key=lambda x: x.index), dropped, problems, unserved
+    return sorted(rules, key=lambda x: x.index), dropped, problems
 
 
 class _Drop(ValueError):
@@ -104,27 +113,44 @@ def has_placeholder(value: str) -> bool:
 def _with_headers(rule: ir.Rule, headers: tuple[r.HeaderValue, ...]) -> ir.Rule:
     if not headers:
         return rule
-    items = [{"name": h.name, "value": h.value} for h in headers]
-    if any(has_placeholder(h.value) for h in headers):
-        # The IR this will be, once the data plane can fill placeholders in:
-        # ir.Filter(type=HEADER_TEMPLATE, config={"set": items}). Until then the
-        # rule is not served at all (compile would ignore the filter).
-        raise _Drop("header templates are not served yet (requestHeaders with %{...})")
+    plain = [{"name": h.name, "value": h.value} for h in headers if not has_placeholder(h.value)]
+    templated = [{"name": h.name, "value": h.value} for h in headers if has_placeholder(h.value)]
     filters = list(rule.filters)
-    for i, f in enumerate(filters):
-        if f.type == "RequestHeaderModifier":
-            taken = {h["name"].lower() for field in ("set", "add") for h in f.config.get(field, ())}
-            taken |= {name.lower() for name in f.config.get("remove", ())}
-            clash = [h["name"] for h in items if h["name"].lower() in taken]
-            if clash:
-                raise _Drop(f"requestHeaders: {clash[0]!r} is also in the rule's RequestHeaderModifier")
+    modifier = next((i for i, f in enumerate(filters) if f.type == "RequestHeaderModifier"), None)
+    if modifier is not None:
+        f = filters[modifier]
+        taken = {h["name"].lower() for field in ("set", "add") for h in f.config.get(field, ())}
+        taken |= {name.lower() for name in f.config.get("remove", ())}
+        clash = [h.name for h in headers if h.name.lower() in taken]
+        if clash:
+            raise _Drop(f"requestHeaders: {clash[0]!r} is also in the rule's RequestHeaderModifier")
+        if plain:
             config = dict(f.config)
-            config["set"] = list(config.get("set", ())) + items
-            filters[i] = ir.Filter(type=f.type, config=config)
-            break
-    else:
-        filters.insert(0, ir.Filter(type="RequestHeaderModifier", config={"set": items}))
+            config["set"] = list(config.get("set", ())) + plain
+            filters[modifier] = ir.Filter(type=f.type, config=config)
+    elif plain:
+        filters.insert(0, ir.Filter(type="RequestHeaderModifier", config={"set": plain}))
+    if templated:
+        filters.append(ir.Filter(type=HEADER_TEMPLATE, config={"set": templated}))
     return _replace(rule, filters=tuple(filters))
+
+
+# --- retries -------------------------------------------------------------------------
+
+_RETRY_CODES = {
+    "5xx": range(500, 600),
+    "gateway-error": (502, 503, 504),
+    "retriable-4xx": (409,),
+}
+
+
+def retry_policy(retries: r.Retries) -> ir.Retry:
+    codes = sorted({c for on in retries.retry_on for c in _RETRY_CODES.get(on, ())})
+    return ir.Retry(
+        attempts=retries.attempts, codes=tuple(codes),
+        connect_failure="connect-failure" in retries.retry_on, reset="reset" in retries.retry_on,
+        backoff_ms=duration_ms(retries.backoff) if retries.backoff else 0,
+    )
 
 
 # --- canary --------------------------------------------------------------------------

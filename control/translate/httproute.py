@@ -55,30 +55,29 @@ def attach_routes(
     controller_name: str,
 ) -> tuple[ir.Route, ...]:
     """Attach every HTTPRoute; returns the routes served by at least one listener."""
-    return attach_all(store.http_routes.values(), lambda route, res: (*_rules(route, res), ()),
+    return attach_all(store.http_routes.values(), _rules,
                       store, gateways, resolver, report, controller_name)
 
 
 def attach_all(
     routes: Iterable[r.HTTPRoute | r.FluxGateRoute],
-    rules_of: Callable[[Any, BackendResolver], tuple[list[ir.Rule], list[str], list[Problem], Any]],
+    rules_of: Callable[[Any, BackendResolver], tuple[list[ir.Rule], list[str], list[Problem]]],
     store: Store,
     gateways: dict[ObjectKey, GatewayState],
     resolver: BackendResolver,
     report: StatusReport,
     controller_name: str,
 ) -> tuple[ir.Route, ...]:
-    """Attach routes of one kind; ``rules_of`` gives a route's rules, dropped
-    rules, unresolved refs and parts it keeps but does not serve yet."""
+    """Attach routes of one kind; ``rules_of`` gives a route's rules, the
+    reasons for dropped rules, and unresolved refs."""
     served: list[ir.Route] = []
     for route in routes:
-        rules, dropped, problems, unserved = rules_of(route, resolver)
+        rules, dropped, problems = rules_of(route, resolver)
         route_ir = ir.Route(
             kind=route.KIND, namespace=route.namespace, name=route.name,
             created=created_epoch(route.metadata.creation_timestamp), rules=tuple(rules),
         )
-        if attach_route(route, route_ir, dropped, problems, store, gateways, report,
-                        controller_name, unserved=tuple(unserved)):
+        if attach_route(route, route_ir, dropped, problems, store, gateways, report, controller_name):
             served.append(route_ir)
     return tuple(sorted(served, key=lambda x: x.ref))
 
@@ -92,12 +91,9 @@ def attach_route(
     gateways: dict[ObjectKey, GatewayState],
     report: StatusReport,
     controller_name: str,
-    unserved: tuple[str, ...] = (),
 ) -> bool:
     """Attach one route (any kind with parentRefs and hostnames) to its parents,
-    recording its status; True if some listener serves it. ``unserved``: parts
-    of kept rules that are ignored (a FluxGateRoute's retries), reported with
-    ``PartiallyInvalid`` like dropped rules."""
+    recording its status; True if some listener serves it."""
     attached = False
     if not route.spec.parent_refs:
         report.note(f"{route.key} has no parentRefs: it attaches to nothing")
@@ -119,10 +115,8 @@ def attach_route(
         else:
             attached |= _attach(route, route_ir, ref, state, store, parent, dropped)
         _refs_condition(parent, problems)
-        if (dropped or unserved) and parent.is_true(ACCEPTED):
-            parts = (["Dropped Rule(s): " + "; ".join(dropped)] if dropped else []) + \
-                    (["Not served: " + "; ".join(unserved)] if unserved else [])
-            parent.set(PARTIALLY_INVALID, True, "UnsupportedValue", ". ".join(parts))
+        if dropped and parent.is_true(ACCEPTED):
+            parent.set(PARTIALLY_INVALID, True, "UnsupportedValue", "Dropped Rule(s): " + "; ".join(dropped))
     return attached
 
 
@@ -266,6 +260,16 @@ def _rules(
         except FilterError as exc:
             dropped.append(f"rule {index}: backendRef {exc}")
             continue
+        extensions = [f for f in filters if f.type == "ExtensionRef"]
+        if extensions:
+            # A filter that cannot be resolved is never skipped: every request
+            # of the rule gets the error instead (an unresolved backend: 500).
+            for f in extensions:
+                c = f.config
+                problems.append(Problem("InvalidKind", (
+                    f"rule {index}: ExtensionRef {c['group'] or 'core'}/{c['kind']} {c['name']!r}: FluxGate has"
+                    " no filter of that kind; the rule's requests are answered with 500")))
+            filters, backends = (), [ir.Backend(cluster="")]
         timeout = rule.timeouts.request if rule.timeouts else None
         backend_timeout = rule.timeouts.backend_request if rule.timeouts else None
         rules.append(ir.Rule(
@@ -276,8 +280,24 @@ def _rules(
             filters=filters,
             timeout_ms=duration_ms(timeout) if timeout else 0,
             backend_timeout_ms=duration_ms(backend_timeout) if backend_timeout else 0,
+            retry=retry_policy(rule.retry),
         ))
     return rules, dropped, problems
+
+
+DEFAULT_RETRY_ATTEMPTS = 1  # HTTPRoute retry without attempts (the spec leaves it to us)
+
+
+def retry_policy(retry: r.HTTPRouteRetry | None) -> ir.Retry | None:
+    """HTTPRoute ``retry``: the listed statuses, and connection failures (which
+    never reached the backend, so trying another one is always safe)."""
+    if retry is None:
+        return None
+    attempts = DEFAULT_RETRY_ATTEMPTS if retry.attempts is None else retry.attempts
+    if attempts == 0:
+        return None
+    return ir.Retry(attempts=attempts, codes=tuple(sorted(retry.codes)), connect_failure=True,
+                    reset=False, backoff_ms=duration_ms(retry.backoff) if retry.backoff else 0)
 
 
 def _match(m: r.HTTPRouteMatch) -> ir.RouteMatch:

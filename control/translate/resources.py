@@ -227,12 +227,21 @@ class HTTPRouteTimeouts(msgspec.Struct, **_S):
     backend_request: Optional[str] = None
 
 
+class HTTPRouteRetry(msgspec.Struct, **_S):
+    """GEP-1731 (experimental channel): retry on these statuses, at most ``attempts`` times."""
+
+    codes: tuple[Annotated[int, msgspec.Meta(ge=400, le=599)], ...] = ()
+    attempts: Optional[Annotated[int, msgspec.Meta(ge=0)]] = None
+    backoff: Optional[str] = None
+
+
 class HTTPRouteRule(msgspec.Struct, **_S):
     name: Optional[str] = None
     matches: tuple[HTTPRouteMatch, ...] = ()
     filters: tuple[HTTPRouteFilter, ...] = ()
     backend_refs: tuple[HTTPBackendRef, ...] = ()
     timeouts: Optional[HTTPRouteTimeouts] = None
+    retry: Optional[HTTPRouteRetry] = None
 
 
 class HTTPRouteSpec(msgspec.Struct, **_S):
@@ -475,6 +484,7 @@ class Canary(msgspec.Struct, **_S):
 class Retries(msgspec.Struct, **_S):
     attempts: Annotated[int, msgspec.Meta(ge=1, le=10)]
     retry_on: tuple[Literal["connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx"], ...] = ()
+    backoff: Optional[str] = None  # a Gateway API Duration between tries
 
 
 class FluxGateRouteRule(HTTPRouteRule, **_S):

@@ -201,6 +201,12 @@ def _check_http_route(route: r.HTTPRoute) -> Iterable[str]:
                 yield f"{at}.backendRefs[{j}].port: required for a Service"
         if rule.timeouts is not None:
             yield from _check_timeouts(rule.timeouts, f"{at}.timeouts")
+        if rule.retry is not None:
+            backoff = rule.retry.backoff
+            if backoff is not None and not _DURATION.match(backoff):
+                yield f"{at}.retry.backoff: {backoff!r} is not a duration (e.g. '100ms', '1s')"
+            if len(set(rule.retry.codes)) != len(rule.retry.codes):
+                yield f"{at}.retry.codes: codes must be unique"
 
 
 def _check_match(match: r.HTTPRouteMatch, at: str) -> Iterable[str]:
@@ -454,7 +460,12 @@ _CHECKS = {
 
 # %{client_ip}, %{request_id}, %{header:NAME}, %{path_segment:N}
 PLACEHOLDER = re.compile(r"%\{([^{}]*)\}")
-_PLACEHOLDER_BODY = re.compile(r"^(client_ip|request_id|header:[A-Za-z0-9!#$%&'*+\-.^_`|~]+|path_segment:[0-9]{1,2})$")
+_PLACEHOLDER_BODY = re.compile(r"^(client_ip|request_id|header:[A-Za-z0-9!#$%&'*+\-.^_`|~]+|path_segment:[1-9][0-9]?)$")
+# Framing, hop-by-hop and forwarding headers: the data plane writes these itself.
+_PROXY_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
+    "te", "trailer", "upgrade", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+})
 _COOKIE_NAME = _HEADER_NAME  # an RFC 6265 token
 _COOKIE_VALUE = re.compile(r"^[!#-+\--:<-\[\]-~]*$")  # cookie-octets
 
@@ -469,17 +480,25 @@ def _check_fluxgate_route(route: r.FluxGateRoute) -> Iterable[str]:
                 yield f"{at}.requestHeaders[{j}].name: {h.name!r} is not a valid header name"
             elif h.name.lower() in names:
                 yield f"{at}.requestHeaders[{j}].name: {h.name!r} is named twice"
+            elif h.name.lower() in _PROXY_HEADERS:
+                yield (f"{at}.requestHeaders[{j}].name: {h.name!r} is set by the proxy itself"
+                       " (for Host, use a URLRewrite hostname)")
             names.add(h.name.lower())
             if any(c in h.value for c in "\r\n\0"):
                 yield f"{at}.requestHeaders[{j}].value: must not contain CR, LF or NUL"
             for body in PLACEHOLDER.findall(h.value):
                 if not _PLACEHOLDER_BODY.match(body):
                     yield (f"{at}.requestHeaders[{j}].value: unknown placeholder %{{{body}}} (use"
-                           " %{client_ip}, %{request_id}, %{header:NAME} or %{path_segment:N})")
+                           " %{client_ip}, %{request_id}, %{header:NAME} or %{path_segment:N}, N from 1 to 99)")
         if len(rule.request_headers) > 16:
             yield f"{at}.requestHeaders: at most 16 headers"
-        if rule.retries is not None and not rule.retries.retry_on:
-            yield f"{at}.retries.retryOn: must have at least one entry"
+        if rule.retries is not None:
+            if not rule.retries.retry_on:
+                yield f"{at}.retries.retryOn: must have at least one entry"
+            if rule.retries.backoff is not None and not _DURATION.match(rule.retries.backoff):
+                yield f"{at}.retries.backoff: {rule.retries.backoff!r} is not a duration (e.g. '100ms', '1s')"
+            if rule.retry is not None:
+                yield f"{at}: set retry (Gateway API) or retries, not both"
         canary = rule.canary
         if canary is None:
             continue

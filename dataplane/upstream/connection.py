@@ -110,7 +110,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self.outbox.close(self.transport)
 
     def abort(self) -> None:
-        """The downstream went away mid-exchange: this connection's framing is lost."""
+        """Close at once, the exchange detached: what is in flight here is void
+        (the downstream went away, a timeout, a response discarded for a retry)."""
         self.exchange = None
         self.closed = True
         if self.transport is not None:
@@ -164,6 +165,14 @@ class UpstreamConnection(asyncio.Protocol):
             if not ex.http10:
                 self._out.append(line + b"\r\n\r\n")
             self._head = buf[end:]
+            return
+        retry = ex.retry
+        if retry is not None and status in retry.codes and ex.may_retry():
+            # Nothing of it has gone downstream: drop it, and the connection
+            # with its unread body, and try another endpoint.
+            self._head = None
+            self.abort()
+            ex.retry_status(self, status)
             return
         self._head = None
         # The header block, "\r\nA: 1\r\nB: 2\r\n".

@@ -115,12 +115,32 @@ def test_split_keeps_each_side_proportional(main, canary, percent, expected):
     assert tuple(b.weight for b in backends) == expected
 
 
-def test_header_template_drops_the_rule(parse):
-    route, parent = _translate(parse, "    requestHeaders: [{name: X-Client, value: '%{client_ip}'}]")
+def test_header_template_becomes_a_template_filter_after_the_modifier(parse):
+    route, parent = _translate(parse, "    requestHeaders: [{name: X-Client, value: 'ip=%{client_ip}'},"
+                                      " {name: X-Env, value: prod}]")
+    assert route.rules[0].filters == (
+        ir.Filter(type="RequestHeaderModifier", config={"set": [{"name": "X-Env", "value": "prod"}]}),
+        ir.Filter(type="RequestHeaderTemplate", config={"set": [{"name": "X-Client", "value": "ip=%{client_ip}"}]}),
+    )
+    assert _cond(parent, "Accepted")[0] == "True"
+    assert _cond(parent, "PartiallyInvalid") is None
+
+
+def test_template_parts_split_text_and_placeholders():
+    from control.compile import template_parts
+    from shm.schema import TemplatePart as P
+
+    assert template_parts("%{client_ip}, seg=%{path_segment:2} h=%{header:X-Ab}!") == (
+        P("client_ip", ""), P("text", ", seg="), P("path_segment", "2"), P("text", " h="),
+        P("header", "x-ab"), P("text", "!"))
+
+
+def test_request_header_named_in_the_rules_modifier_drops_the_rule(parse):
+    route, parent = _translate(parse, "    filters: [{type: RequestHeaderModifier, requestHeaderModifier:"
+                                      " {remove: [X-Client]}}]\n"
+                                      "    requestHeaders: [{name: x-client, value: '%{client_ip}'}]")
     assert route is None
-    status, reason, message = _cond(parent, "Accepted")
-    assert (status, reason) == ("False", "UnsupportedValue")
-    assert "header templates are not served yet" in message
+    assert "'x-client' is also in the rule's RequestHeaderModifier" in _cond(parent, "Accepted")[2]
 
 
 def test_plain_request_headers_become_a_header_modifier(parse):
@@ -130,11 +150,22 @@ def test_plain_request_headers_become_a_header_modifier(parse):
     assert _cond(parent, "PartiallyInvalid") is None
 
 
-def test_retries_are_reported_not_served(parse):
-    route, parent = _translate(parse, "    retries: {attempts: 2, retryOn: [5xx]}")
-    assert len(route.rules) == 1
-    status, _, message = _cond(parent, "PartiallyInvalid")
-    assert status == "True" and "retries are not served yet" in message
+@pytest.mark.parametrize("retry_on, codes, connect, reset", [
+    ("[5xx]", tuple(range(500, 600)), False, False),
+    ("[gateway-error, connect-failure]", (502, 503, 504), True, False),
+    ("[retriable-4xx, reset]", (409,), False, True),
+])
+def test_retries_become_a_retry_policy(parse, retry_on, codes, connect, reset):
+    route, parent = _translate(parse, f"    retries: {{attempts: 2, retryOn: {retry_on}, backoff: 25ms}}")
+    assert route.rules[0].retry == ir.Retry(attempts=2, codes=codes, connect_failure=connect,
+                                            reset=reset, backoff_ms=25)
+    assert _cond(parent, "PartiallyInvalid") is None
+
+
+def test_canary_rule_shares_the_retry_policy(parse):
+    route, _ = _translate(parse, "    canary: {backendRefs: [{name: next, port: 80}], header: {name: X-C}}\n"
+                                 "    retries: {attempts: 1, retryOn: [reset]}")
+    assert [r.retry.attempts for r in route.rules] == [1, 1]
 
 
 def test_attaches_like_an_httproute(parse):
@@ -160,11 +191,16 @@ def _invalid(text: str) -> str:
     ("    canary: {backendRefs: [{name: next, port: 80}], cookie: {name: a, value: 'x;y'}}",
      "canary.cookie.value"),
     ("    requestHeaders: [{name: X-A, value: '%{nope}'}]", "unknown placeholder %{nope}"),
+    ("    requestHeaders: [{name: X-A, value: '%{path_segment:0}'}]", "unknown placeholder %{path_segment:0}"),
+    ("    requestHeaders: [{name: Host, value: '%{client_ip}'}]", "'Host' is set by the proxy itself"),
+    ("    requestHeaders: [{name: X-Forwarded-For, value: x}]", "is set by the proxy itself"),
     ("    requestHeaders: [{name: 'bad name', value: x}]", "requestHeaders[0].name"),
     ("    requestHeaders: [{name: X-A, value: a}, {name: x-a, value: b}]", "named twice"),
     ("    retries: {attempts: 11, retryOn: [5xx]}", "spec.rules[0].retries.attempts"),
     ("    retries: {attempts: 1, retryOn: [sometimes]}", "retryOn[0]: invalid enum value"),
     ("    retries: {attempts: 1}", "retries.retryOn: must have at least one entry"),
+    ("    retries: {attempts: 1, retryOn: [reset], backoff: soon}", "retries.backoff: 'soon' is not a duration"),
+    ("    retries: {attempts: 1, retryOn: [reset]}\n    retry: {codes: [503]}", "set retry (Gateway API) or retries"),
 ])
 def test_validation_errors(rule, expected):
     assert expected in _invalid(rule)
@@ -190,8 +226,9 @@ def test_crd_schema_matches_the_types():
     assert version["subresources"] == {"status": {}}
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     rule = spec["rules"]["items"]["properties"]
-    assert set(rule) == {"name", "matches", "filters", "backendRefs", "timeouts",
+    assert set(rule) == {"name", "matches", "filters", "backendRefs", "timeouts", "retry",
                          "canary", "requestHeaders", "retries"}
+    assert set(rule["retries"]["properties"]) == {"attempts", "retryOn", "backoff"}
     assert tuple(rule["retries"]["properties"]["retryOn"]["items"]["enum"]) == r.RETRY_ON
     assert rule["canary"]["properties"]["weight"]["maximum"] == 100
 

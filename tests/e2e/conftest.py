@@ -7,8 +7,8 @@ from tests.e2e.gateway import Echo, Gateway, reserve_port
 def echo_factory():
     started: list[Echo] = []
 
-    def make(name: str) -> Echo:
-        e = Echo(name)
+    def make(name: str, *args: str) -> Echo:
+        e = Echo(name, *args)
         started.append(e)
         return e
 

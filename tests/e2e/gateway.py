@@ -67,10 +67,11 @@ def stop_process(proc: subprocess.Popen, deadline: float = 10.0) -> int | None:
 class Echo:
     """An echo backend process (control.echo) on a free loopback port."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *args: str) -> None:
+        """``args``: more command-line options (``--status 503``, ``--reset``)."""
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "control.echo", "--port", "0", "--name", name],
+            [sys.executable, "-m", "control.echo", "--port", "0", "--name", name, *args],
             stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
         line = self.proc.stdout.readline()
