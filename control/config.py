@@ -108,6 +108,31 @@ class Config:
     upstream_connect_timeout: float = _setting(5.0, float, "upstream connect timeout (s)", 0.01, 600)
     upstream_keepalive: int = _setting(64, int, "idle keep-alive connections kept per upstream endpoint", 0, 100000)
     upstream_idle_timeout: float = _setting(60.0, float, "idle upstream connections close after (s)", 0.1, 3600)
+    # --- limits and timeouts for what clients send (issue 4: hardening) ---
+    max_request_line_bytes: int = _setting(8192, int, "longest request line; longer is answered 414", 256, 1 << 20)
+    max_header_bytes: int = _setting(32768, int, "largest request head (line and headers); larger is 431",
+                                     1024, 1 << 20)
+    max_header_count: int = _setting(100, int, "most request headers; more is answered 431", 1, 10000)
+    max_body_bytes: int = _setting(100 << 20, int, "largest request body, 0 = no limit; larger is 413", 0, 1 << 50)
+    max_pipeline: int = _setting(16, int, "pipelined requests queued per connection before reading pauses",
+                                 1, 1024)
+    max_connections_per_worker: int = _setting(10000, int, "client connections per worker; beyond, requests"
+                                               " are answered 503 and the connection closed", 1, 1 << 20)
+    max_connections: int = _setting(0, int, "client connections per pod, 0 = no pod limit; split evenly"
+                                    " across workers (the kernel spreads connections evenly)", 0, 1 << 24)
+    header_timeout: float = _setting(10.0, float, "time to receive a request's line and headers, from its"
+                                     " first byte or the connection's start; then 408 and close (s)", 0.05, 3600)
+    body_timeout: float = _setting(30.0, float, "longest pause while receiving a request body (s)", 0.05, 3600)
+    request_timeout: float = _setting(300.0, float, "time to receive a whole request, 0 = none (s)", 0, 86400)
+    upstream_response_timeout: float = _setting(
+        60.0, float, "time from a request sent upstream to its response head, 0 = none; then 504 (s)", 0, 86400)
+    underscore_headers: str = _setting("reject", str, "request header names with '_': reject (400), drop, allow",
+                                       choices=("reject", "drop", "allow"))
+    escaped_slashes: str = _setting(
+        "unescape-redirect", str, "%2F and %5C in paths: keep (not separators), reject (400), unescape-redirect"
+        " (307 to the unescaped path), unescape-forward", choices=("keep", "reject", "unescape-redirect",
+                                                                    "unescape-forward"))
+    merge_slashes: bool = _setting(True, _bool, "treat runs of '/' in paths as one")
     log_level: str = _setting("info", str, "log level", choices=("debug", "info", "warning", "error"))
     log_format: str = _setting("json", str, "log format", choices=("json", "text"))
 
@@ -140,6 +165,11 @@ class Config:
         return cfg
 
     def _check(self) -> None:
+        if self.max_request_line_bytes > self.max_header_bytes:
+            raise ConfigError(
+                f"FLUXGATE_MAX_REQUEST_LINE_BYTES ({self.max_request_line_bytes}) must be at most "
+                f"FLUXGATE_MAX_HEADER_BYTES ({self.max_header_bytes}): the line is part of the head"
+            )
         if self.holdoff_max_ms < self.holdoff_ms:
             raise ConfigError(
                 f"FLUXGATE_HOLDOFF_MAX_MS ({self.holdoff_max_ms}) must be at least "
@@ -161,20 +191,16 @@ class Config:
         return "fg-" + hashlib.sha256(source.encode()).hexdigest()[:10]
 
     def worker_settings(self, index: int) -> WorkerSettings:
-        return WorkerSettings(
+        # Every WorkerSettings field named like a setting takes its value.
+        values = {name: getattr(self, name) for name in WorkerSettings.__struct_fields__ if name in _BY_NAME}
+        per_worker = -(-self.max_connections // self.worker_count) if self.max_connections else 0
+        values.update(
             shard=self.shard_name,
             index=index,
-            bind_address=self.bind_address,
-            ring_slots=self.ring_slots,
             heartbeat_interval=min(1.0, self.heartbeat_timeout / 4),
-            drain_seconds=self.drain_seconds,
-            keepalive_timeout=self.keepalive_timeout,
-            upstream_connect_timeout=self.upstream_connect_timeout,
-            upstream_keepalive=self.upstream_keepalive,
-            upstream_idle_timeout=self.upstream_idle_timeout,
-            log_level=self.log_level,
-            log_format=self.log_format,
+            max_connections_per_worker=min(self.max_connections_per_worker, per_worker or 1 << 30),
         )
+        return WorkerSettings(**values)
 
     def to_builtins(self) -> dict:
         return dataclasses.asdict(self)

@@ -54,7 +54,7 @@ class Exchange:
         "cluster", "endpoint", "attempts", "local", "body", "body_bytes", "conn",
         "started", "req_done", "resp_done", "response_started", "timer", "timeout", "dead",
         "response_edits", "mirrors", "backend_timeout", "attempt_timer",
-        "retry", "retries", "kept", "kept_bytes",
+        "retry", "retries", "kept", "kept_bytes", "waiting_since",
     )
 
     def __init__(self, proto, head: bytes, keep_alive: bool, http10: bool, head_only: bool,
@@ -89,6 +89,7 @@ class Exchange:
         self.retries = 0  # retries made under ``retry``
         self.kept: list[bytes] | None = None  # the framed body so far, for a retry ([] once retry is set)
         self.kept_bytes = 0
+        self.waiting_since = 0.0  # when the upstream had all it needs to answer (0: not yet)
 
     # --- starting ---------------------------------------------------------------
 
@@ -157,6 +158,7 @@ class Exchange:
         else:
             data = self.head
         conn.attach(self, data)
+        self.waiting_since = self.proto.worker.pool.now
         if self.backend_timeout > 0:  # a new attempt: its own deadline
             if self.attempt_timer is not None:
                 self.attempt_timer.cancel()
@@ -187,6 +189,8 @@ class Exchange:
 
     def request_finished(self) -> None:
         self.req_done = True
+        if self.conn is not None:
+            self.waiting_since = self.proto.worker.pool.now  # the response is due from now
         if self.chunked and (self.mirrors or not self.resp_done):
             self.body_chunk(b"")  # frames as "0\r\n\r\n": the last chunk
         for mirror in self.mirrors:
@@ -307,6 +311,11 @@ class Exchange:
             if timer is not None:
                 timer.cancel()
         self.timer = self.attempt_timer = None
+
+    def response_timed_out(self) -> None:
+        """FLUXGATE_UPSTREAM_RESPONSE_TIMEOUT passed without a response head."""
+        self.waiting_since = 0.0
+        self._attempt_timed_out()
 
     def _attempt_timed_out(self) -> None:
         """timeouts.backendRequest: this attempt took too long."""

@@ -44,10 +44,10 @@ def nominated(value: bytes) -> set[bytes]:
 # asks one dict instead of lower-casing and testing each name. The caches are
 # bounded: a client inventing names cannot grow them without limit.
 
-PASS, HOST, XFF, TE, CONNECTION, LENGTH, DROP = range(7)
+PASS, HOST, XFF, TE, CONNECTION, LENGTH, DROP, EXPECT, UNDERSCORE = range(9)
 _REQUEST_CODES = {
     b"host": HOST, b"x-forwarded-for": XFF, b"transfer-encoding": TE,
-    b"connection": CONNECTION, b"content-length": LENGTH,
+    b"connection": CONNECTION, b"content-length": LENGTH, b"expect": EXPECT,
 }
 _CACHE_LIMIT = 4096
 request_class: dict[bytes, int] = {}
@@ -56,6 +56,10 @@ request_class: dict[bytes, int] = {}
 def classify_request(name: bytes) -> int:
     lname = name.lower()
     code = _REQUEST_CODES.get(lname, DROP if lname in REQUEST_SPECIAL else PASS)
+    if code == PASS and b"_" in name:
+        # X_Forwarded_For and X-Forwarded-For are one header to some
+        # upstreams (CGI, PHP) and two to us: the worker's policy decides.
+        code = UNDERSCORE
     if len(request_class) < _CACHE_LIMIT:
         request_class[name] = code
     return code

@@ -4,7 +4,7 @@ State by lifetime:
 * process    - ``worker`` (router, pool, settings), ``loop``, ``listener``
 * connection - transport, parser, client address, the exchange being proxied
                (``active``), pipelined exchanges waiting (``queue``), what
-               blocks reading (``_blocked``), ``idle_since``
+               blocks reading (``_blocked``), the ``deadline``
 * request    - url, headers, the exchange being parsed (``current``); url
                and headers are reset in exactly one place, where
                ``on_headers_complete`` takes them
@@ -20,6 +20,24 @@ worker's outbox (``dataplane/outbox.py``) like every other socket write.
 Reading is paused while anything in ``_blocked`` is set: the upstream is not
 keeping up with the request body, a body is buffering before its upstream
 connection exists, or too many pipelined requests are queued.
+
+Strictness (issue 4): llhttp refuses bad framing (CL with TE, bad chunk
+sizes, bare CR/LF, obs-fold, bad name characters); this module adds what
+llhttp leaves to the server: versions other than 1.0/1.1 (505, HTTP/0.9 400),
+TE in HTTP/1.0, missing/duplicate/invalid Host, a Host that disagrees with an
+absolute-form target, CONNECT (405), underscores in names (per setting),
+unknown expectations (417), and the limits (414 line, 431 head or count,
+413 body). Every such refusal goes through ``_reject``: it is answered in
+order and the connection closes, since nothing after it can be trusted.
+
+Deadlines: one per connection (``deadline``, what it is for in
+``_deadline_kind``), checked by the worker's sweep (``check_deadline``) on a
+coarse clock, not a timer per request: the head must arrive within
+``header_timeout`` of its first byte (or of the connection's start),
+dribbling does not extend it; a body may pause at most ``body_timeout``; the
+whole request must arrive within ``request_timeout``; an idle keep-alive
+connection closes after ``keepalive_timeout``; an exchange waiting for its
+response head is failed with 504 after ``upstream_response_timeout``.
 """
 
 from __future__ import annotations
@@ -27,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
+import re
 from collections import deque
 
 import httptools
@@ -36,12 +54,22 @@ from dataplane import responses
 from dataplane.exchange import Exchange
 from dataplane.mirror import Mirror
 from dataplane import headers as hdr
-from dataplane.headers import CONNECTION, HOST, LENGTH, PASS, TE, XFF, header_value, nominated
+from dataplane.headers import (
+    CONNECTION, EXPECT, HOST, LENGTH, PASS, TE, UNDERSCORE, XFF, header_value, nominated,
+)
 
 log = logging.getLogger("fluxgate.protocol")
 
-MAX_PIPELINE = 16
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+_INF = float("inf")
+_HEAD, _BODY, _IDLE = 1, 2, 3  # what a connection's deadline is for
+# A Host header value: reg-name (as DNS and IP addresses use it) or an IP
+# literal, and an optional port.
+_HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?$")
+
+
+class _Refused(Exception):
+    """Raised from a parser callback after ``_reject``: stop parsing this stream."""
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -63,10 +91,17 @@ class HttpProtocol(asyncio.Protocol):
         self.local_port = 0
         self.active: Exchange | None = None
         self.queue: deque[Exchange] = deque()
-        self.idle_since = time.monotonic()
+        self.deadline = _INF  # see the module docstring; checked by check_deadline
+        self._deadline_kind = _HEAD
+        self._request_deadline = _INF  # the whole request must have arrived by then
         self._blocked = 0
         self._closed = False
         self._parse_error = False
+        self._overloaded = False  # over the worker's connection limit: answer 503 and close
+        self._in_head = False  # between a request's first byte and its headers' end
+        self._head_seen = 0  # bytes received while in the head (an upper bound)
+        self._chunk_len = 0  # the size of the data being parsed
+        self._body_seen = 0  # bytes of the current request body
         self._vh_gen, self._vh_host, self._vh = -1, None, None  # the last Host's virtual host
         self._fwd_host, self._fwd = None, b""  # the last Host's X-Forwarded-* lines
         # request
@@ -82,7 +117,13 @@ class HttpProtocol(asyncio.Protocol):
         self.client = peer[0].encode() if peer else b""
         local = transport.get_extra_info("sockname")
         self.local_port = local[1] if local else 0  # a redirect without a port keeps it
-        self.worker.connections.add(self)
+        worker = self.worker
+        worker.connections.add(self)
+        if len(worker.connections) > worker.settings.max_connections_per_worker:
+            self._overloaded = True
+        # The first request's head is due within header_timeout of the connection's start.
+        self.deadline = worker.pool.now + worker.settings.header_timeout
+        self._deadline_kind = _HEAD
 
     def connection_lost(self, exc) -> None:
         self._closed = True
@@ -95,6 +136,11 @@ class HttpProtocol(asyncio.Protocol):
         self.active = self.current = None
 
     def data_received(self, data: bytes) -> None:
+        if self._parse_error:
+            return  # the stream was refused: nothing after that point is parsed
+        if self._in_head:
+            self._head_seen += len(data)
+        self._chunk_len = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -107,17 +153,26 @@ class HttpProtocol(asyncio.Protocol):
                     self.current.request_finished()
             self.block_reading(self.BLOCK_PIPELINE)
         except httptools.HttpParserError as exc:
-            self._bad_request(exc)
+            if not self._parse_error:  # else a callback refused the request already
+                self._reject(400, str(exc))
+        else:
+            if self._in_head and self._head_seen > self.worker.settings.max_header_bytes:
+                # Still no end of the head, and already too much of it.
+                self._reject(431, "request head too large")
         active = self.active
         if active is not None and not active.started:
             active.start()
 
-    def _bad_request(self, exc: Exception) -> None:
-        # Never parse past a framing error: answer 400 in order, then close.
+    def _reject(self, status: int, why: str) -> None:
+        """Refuse the request being received: answer ``status`` in order, then
+        close. Never parse past it (a framing error, a limit, a timeout)."""
         self._parse_error = True
+        self._in_head = False
+        self.deadline = _INF
         self.block_reading(self.BLOCK_PIPELINE)
-        log.info("bad request", extra={"fields": {"client": self.client.decode(), "error": str(exc)}})
-        bad = Exchange(self, b"", False, False, False, False, False, None, None, responses.error(400, True))
+        log.info("request refused", extra={"fields": {
+            "client": self.client.decode(), "status": status, "error": why}})
+        bad = Exchange(self, b"", False, False, False, False, False, None, None, responses.error(status, True))
         bad.req_done = True
         broken, self.current = self.current, None
         if broken is None or broken.req_done:
@@ -134,6 +189,14 @@ class HttpProtocol(asyncio.Protocol):
                 bad.start()
         else:
             self.queue[self.queue.index(broken)] = bad
+        active = self.active
+        if active is not None and not active.started:
+            active.start()  # a deadline fired outside data_received
+
+    def _refuse(self, status: int, why: str):
+        """``_reject`` from inside a parser callback: stops the parser too."""
+        self._reject(status, why)
+        raise _Refused(why)
 
     def write(self, data: bytes) -> None:
         if not self._closed:
@@ -150,9 +213,20 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- parser callbacks ---------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_seen = self._chunk_len  # an upper bound: this whole chunk
+        settings = self.worker.settings
+        now = self.worker.pool.now
+        self._request_deadline = now + settings.request_timeout if settings.request_timeout else _INF
+        self.deadline = min(now + settings.header_timeout, self._request_deadline)
+        self._deadline_kind = _HEAD
+
     def on_url(self, url: bytes) -> None:
-        # Reset in on_headers_complete, so no on_message_begin callback is needed.
+        # Reset in on_headers_complete.
         self.url += url
+        if len(self.url) > self.worker.settings.max_request_line_bytes:
+            self._refuse(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
@@ -160,14 +234,29 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         worker = self.worker
+        settings = worker.settings
         worker.requests += 1
         method = parser.get_method()
         url, headers = self.url, self.headers
         self.url, self.headers = b"", []  # the request state is reset here, once
-        http10 = parser.get_http_version() == "1.0"
+        self._in_head = False
+        if self._head_seen > settings.max_header_bytes and (
+                len(url) + sum(len(n) + len(v) + 4 for n, v in headers) > settings.max_header_bytes):
+            self._refuse(431, "request head too large")
+        if len(headers) > settings.max_header_count:
+            self._refuse(431, f"more than {settings.max_header_count} request headers")
+        version = parser.get_http_version()
+        http10 = False
+        if version != "1.1":
+            if version == "1.0":
+                http10 = True
+            else:
+                self._refuse(400 if version == "0.9" else 505, f"HTTP/{version} request")
+        if method == b"CONNECT":
+            self._refuse(405, "CONNECT is not served")
         keep_alive = parser.should_keep_alive() and not (worker.draining or self._parse_error)
         head_only = method == b"HEAD"
-        host = xff = conn = length = None
+        host = xff = conn = length = expect = None
         chunked = False
         kept = []
         classes = hdr.request_class
@@ -179,7 +268,7 @@ class HttpProtocol(asyncio.Protocol):
                 kept.append(b"%s: %s\r\n" % (name, value))
             elif code == HOST:
                 if host is not None:
-                    return self._local(400, keep_alive, http10, head_only)  # RFC 9112 3.2
+                    self._refuse(400, "more than one Host header")  # RFC 9112 3.2
                 host = value
             elif code == XFF:
                 xff = value if xff is None else xff + b", " + value
@@ -189,13 +278,44 @@ class HttpProtocol(asyncio.Protocol):
                 conn = value
             elif code == LENGTH:
                 length = value
+            elif code == EXPECT:
+                expect = value
+            elif code == UNDERSCORE:
+                policy = settings.underscore_headers
+                if policy == "allow":
+                    kept.append(b"%s: %s\r\n" % (name, value))
+                elif policy == "reject":
+                    self._refuse(400, f"header name with an underscore: {name[:64]!r}")
         if conn is not None and conn.lower() not in _PLAIN_CONNECTION:
             drop = nominated(conn) - _PLAIN_CONNECTION
             if drop:
                 kept = [h for h in kept if h.split(b":", 1)[0].lower() not in drop]
+        if chunked and http10:
+            self._refuse(400, "Transfer-Encoding in an HTTP/1.0 request")  # RFC 9112 6.1
+        has_body = chunked or (length is not None and length != b"0")
+        if has_body:
+            if length is not None and settings.max_body_bytes and int(length) > settings.max_body_bytes:
+                self._refuse(413, "Content-Length over the body limit")
+            self._body_seen = 0
+            self.deadline = min(worker.pool.now + settings.body_timeout, self._request_deadline)
+            self._deadline_kind = _BODY
+        else:
+            self.deadline = _INF  # the upstream side keeps its own deadlines
+        # What the gateway answers itself keeps the connection only if the
+        # body that may follow will be read: a client that sent
+        # "Expect: 100-continue" may never send it, so close after those.
+        keep_local = keep_alive
+        if expect is not None:
+            if http10:
+                pass  # RFC 9110 10.1.1: ignored in HTTP/1.0 (and not forwarded)
+            elif expect.lower() != b"100-continue":
+                self._refuse(417, "unknown expectation")
+            else:
+                kept.append(b"expect: 100-continue\r\n")
+                keep_local = keep_alive and not has_body
         if host is None:
             if not http10:
-                return self._local(400, keep_alive, http10, head_only)
+                self._refuse(400, "no Host header")
             host = b""
         q = url.find(b"?")
         path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])
@@ -206,15 +326,25 @@ class HttpProtocol(asyncio.Protocol):
                 try:
                     parsed = httptools.parse_url(url)
                 except httptools.HttpParserInvalidURLError:
-                    return self._local(400, keep_alive, http10, head_only)
+                    self._refuse(400, "invalid request target")
+                if parsed.schema is None or parsed.host is None:
+                    self._refuse(400, "invalid request target")
+                authority = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
+                if host and _authority(host) != _authority(authority):
+                    self._refuse(400, "Host disagrees with the absolute-form target")
+                host = authority
                 path, query = parsed.path or b"/", parsed.query or b""
                 url = path + (b"?" + query if query else b"")
+        if self._overloaded:
+            return self._local(503, False, http10, head_only)
         router = worker.router
         # Keep-alive clients repeat their Host: remember its virtual host for
         # this generation and skip the normalising and the lookup.
         if host == self._vh_host and router is not None and router.generation == self._vh_gen:
             vh = self._vh
         else:
+            if host and _HOST.match(host) is None:
+                self._refuse(400, "invalid Host header")
             hostkey = host.lower()
             if hostkey[-1:] != b"]":  # not a bare IPv6 literal: drop a port
                 c = hostkey.rfind(b":")
@@ -226,7 +356,7 @@ class HttpProtocol(asyncio.Protocol):
             self._vh_gen, self._vh_host, self._vh = router.generation if router else -1, host, vh
         cand = vh.match(method, path, headers, query) if vh is not None else None
         if cand is None:
-            return self._local(404, keep_alive, http10, head_only)
+            return self._local(404, keep_local, http10, head_only)
         action = cand.action
         host_out = cors_edit = None
         if action.filtered:
@@ -251,12 +381,12 @@ class HttpProtocol(asyncio.Protocol):
                         if wanted:  # a preflight: answered here, never forwarded
                             lines = cors.preflight(origin, wanted,
                                                    header_value(headers, b"access-control-request-headers"))
-                            self._enqueue(Exchange(self, b"", keep_alive, http10, head_only, False, False,
-                                                   None, None, responses.preflight(lines, not keep_alive)))
+                            self._enqueue(Exchange(self, b"", keep_local, http10, head_only, False, False,
+                                                   None, None, responses.preflight(lines, not keep_local)))
                             return
                     cors_edit = cors.response_edit(origin)
             if action.redirect is not None:
-                return self._redirect(action.redirect, cand.prefix, host, path, query, keep_alive, http10, head_only)
+                return self._redirect(action.redirect, cand.prefix, host, path, query, keep_local, http10, head_only)
             rewrite = action.rewrite
             if rewrite is not None:
                 if rewrite.hostname:
@@ -281,11 +411,11 @@ class HttpProtocol(asyncio.Protocol):
                         kept.append(edit.lines)
                     host_out = edit.host or host_out
         if cluster is None:
-            return self._local(500, keep_alive, http10, head_only)
+            return self._local(500, keep_local, http10, head_only)
         endpoints = cluster.endpoints
         endpoint = endpoints[0] if len(endpoints) == 1 else cluster.pick()
         if endpoint is None:
-            return self._local(503, keep_alive, http10, head_only)
+            return self._local(503, keep_local, http10, head_only)
         # The X-Forwarded-* lines depend only on the client, its Host and any
         # X-Forwarded-For it sent: made once per connection and Host.
         if xff is None and host == self._fwd_host:
@@ -360,15 +490,22 @@ class HttpProtocol(asyncio.Protocol):
             self.active = ex
         else:
             self.queue.append(ex)
-            if len(self.queue) >= MAX_PIPELINE:
+            if len(self.queue) >= self.worker.settings.max_pipeline:
                 self.block_reading(self.BLOCK_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
+        settings = self.worker.settings
+        self._body_seen += len(body)
+        if settings.max_body_bytes and self._body_seen > settings.max_body_bytes:
+            self._refuse(413, "request body over the limit")
+        # Each chunk pushes the idle deadline on, never past the request's own.
+        self.deadline = min(self.worker.pool.now + settings.body_timeout, self._request_deadline)
         ex = self.current
         if ex is not None:
             ex.body_chunk(body)
 
     def on_message_complete(self) -> None:
+        self.deadline = _INF  # before request_finished: it may make the connection idle
         ex = self.current
         if ex is not None and not ex.req_done:
             ex.request_finished()
@@ -385,12 +522,15 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.queue:
             self.active = nxt = self.queue.popleft()
-            if len(self.queue) < MAX_PIPELINE and not self._parse_error:
+            if len(self.queue) < self.worker.settings.max_pipeline and not self._parse_error:
                 self.unblock_reading(self.BLOCK_PIPELINE)
             nxt.start()
+        elif not self._in_head:  # else the next request's head deadline stands
+            self.active = None
+            self.deadline = self.worker.pool.now + self.worker.settings.keepalive_timeout
+            self._deadline_kind = _IDLE
         else:
             self.active = None
-            self.idle_since = self.worker.pool.now  # coarse: the keep-alive sweep runs each second
 
     # --- flow control -------------------------------------------------------------
 
@@ -418,8 +558,24 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- worker housekeeping ---------------------------------------------------------
 
-    def is_idle(self) -> bool:
-        return self.active is None
+    def check_deadline(self, now: float) -> None:
+        """Called by the worker's sweep: act on a deadline that has passed."""
+        ex = self.active
+        if ex is not None and ex.waiting_since and not ex.response_started:
+            limit = self.worker.settings.upstream_response_timeout
+            if limit and now - ex.waiting_since > limit:
+                ex.response_timed_out()
+        if now < self.deadline or self._closed:
+            return
+        kind, self.deadline = self._deadline_kind, _INF
+        if kind == _IDLE:
+            self.close_if_idle()
+        elif kind == _BODY:
+            self._reject(408, "request body timed out")
+        elif self._in_head:
+            self._reject(408, "request head timed out")
+        else:
+            self.close_if_idle()  # a new connection that never sent a byte: nothing to answer
 
     def close_if_idle(self) -> bool:
         if self.active is None and not self._closed:
@@ -427,3 +583,9 @@ class HttpProtocol(asyncio.Protocol):
             self.outbox.close(self.transport)
             return True
         return False
+
+
+def _authority(host: bytes) -> bytes:
+    """A Host value compared as the origin server would: lower-case, no default port."""
+    host = host.lower()
+    return host[:-3] if host.endswith(b":80") else host

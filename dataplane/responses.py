@@ -14,12 +14,17 @@ SERVER = b"fluxgate"
 _BODIES = {
     400: b"bad request\n",
     404: b"no route for this request\n",
+    405: b"method not allowed\n",
     408: b"request timeout\n",
     413: b"request body too large\n",
+    414: b"request line too long\n",
+    417: b"expectation failed\n",
+    431: b"request headers too large\n",
     500: b"no backend can serve this route\n",
     502: b"upstream failed\n",
     503: b"no healthy upstream\n",
     504: b"upstream timed out\n",
+    505: b"http version not supported\n",
 }
 
 

@@ -282,3 +282,17 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     upstream_idle_timeout: float = 60.0
     log_level: str = "info"
     log_format: str = "json"
+    # Limits and timeouts (control/config.py says what each means).
+    max_request_line_bytes: int = 8192
+    max_header_bytes: int = 32768
+    max_header_count: int = 100
+    max_body_bytes: int = 100 << 20
+    max_pipeline: int = 16
+    max_connections_per_worker: int = 10000
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    request_timeout: float = 300.0
+    upstream_response_timeout: float = 60.0
+    underscore_headers: str = "reject"
+    escaped_slashes: str = "unescape-redirect"
+    merge_slashes: bool = True

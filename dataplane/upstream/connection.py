@@ -64,6 +64,10 @@ _CONTENT_LENGTH = re.compile(("\r\n" + _any_case("content-length") + ":").encode
 # removed with one C-level replace before any regex runs.
 _CANONICAL_KEEPALIVE = b"\r\nConnection: keep-alive\r\n"
 _KEEP = frozenset({b"content-length"})
+# A response head (status line and headers, interim ones included) larger than
+# this is refused (502): the same bound on what an upstream can make us buffer
+# as FLUXGATE_MAX_HEADER_BYTES puts on clients, with room for big cookies.
+MAX_RESPONSE_HEAD = 64 * 1024
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -122,16 +126,15 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._head is not None:
             self._head = data if not self._head else self._head + data
+            if len(self._head) > MAX_RESPONSE_HEAD and self._head.find(b"\r\n\r\n", 0, MAX_RESPONSE_HEAD) < 0:
+                self._failed(f"response head over {MAX_RESPONSE_HEAD} bytes")
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # 101 Switching Protocols: tunnels come with the WebSocket work
         except httptools.HttpParserError as exc:
-            ex = self.exchange
-            self.exchange = None
-            self.close()
-            if ex is not None:
-                ex.upstream_failed(self, f"invalid response from upstream: {exc}")
+            self._failed(f"invalid response from upstream: {exc}")
             return
         out = self._out
         if out:
@@ -147,6 +150,14 @@ class UpstreamConnection(asyncio.Protocol):
 
     _pending_ex = None
     _pending_reuse = False
+
+    def _failed(self, why: str) -> None:
+        """The upstream broke the protocol: this connection is done, the exchange fails (502)."""
+        ex = self.exchange
+        self.exchange = None
+        self.close()
+        if ex is not None:
+            ex.upstream_failed(self, why)
 
     def on_headers_complete(self) -> None:
         ex = self.exchange

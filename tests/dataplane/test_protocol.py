@@ -10,6 +10,8 @@ import asyncio
 
 import pytest
 
+from shm.schema import WorkerSettings
+
 from dataplane.outbox import Outbox
 from dataplane.protocol import HttpProtocol
 from dataplane.router import Router
@@ -62,10 +64,6 @@ class FakeTransport:
         self.paused = False
 
 
-class Settings:
-    upstream_connect_timeout = 5.0
-
-
 class FakeWorker:
     def __init__(self, table):
         self.loop = asyncio.new_event_loop()
@@ -73,7 +71,7 @@ class FakeWorker:
         self.connections = set()
         self.requests = 0
         self.draining = False
-        self.settings = Settings()
+        self.settings = WorkerSettings(shard="t", index=0)
         self.router = Router(table)
         self.outbox = Outbox(self.loop)
 
