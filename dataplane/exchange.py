@@ -54,7 +54,7 @@ class Exchange:
         "cluster", "endpoint", "attempts", "local", "body", "body_bytes", "conn",
         "started", "req_done", "resp_done", "response_started", "timer", "timeout", "dead",
         "response_edits", "mirrors", "backend_timeout", "attempt_timer",
-        "retry", "retries", "kept", "kept_bytes", "waiting_since",
+        "retry", "retries", "kept", "kept_bytes", "waiting_since", "upgrade", "tunnel",
     )
 
     def __init__(self, proto, head: bytes, keep_alive: bool, http10: bool, head_only: bool,
@@ -90,6 +90,8 @@ class Exchange:
         self.kept: list[bytes] | None = None  # the framed body so far, for a retry ([] once retry is set)
         self.kept_bytes = 0
         self.waiting_since = 0.0  # when the upstream had all it needs to answer (0: not yet)
+        self.upgrade = False  # a WebSocket handshake: a 101 opens a tunnel
+        self.tunnel = False  # the tunnel is open
 
     # --- starting ---------------------------------------------------------------
 
@@ -213,7 +215,7 @@ class Exchange:
 
     def response_done(self, conn, reusable: bool) -> None:
         self.conn = None
-        if reusable and self.req_done:
+        if reusable and self.req_done and not self.upgrade:
             self.proto.worker.pool.release(conn)
         else:
             conn.close()
@@ -355,4 +357,22 @@ class Exchange:
         self._cancel_timers()
         conn, self.conn = self.conn, None
         if conn is not None:
-            conn.abort()
+            if self.tunnel:
+                conn.close()  # the client's last bytes (a close frame) still go out
+            else:
+                conn.abort()
+
+    # --- tunnels (WebSocket) ----------------------------------------------------
+
+    def tunnel_open(self, conn) -> None:
+        """The upstream switched protocols (101, already relayed)."""
+        self.tunnel = True
+        self._cancel_timers()  # request timeouts end with the handshake
+        self.waiting_since = 0.0
+        self.proto.tunnel_open(conn)
+
+    def tunnel_closed(self) -> None:
+        self.conn = None
+        self.resp_done = True
+        if not self.dead:
+            self.proto.tunnel_closed()

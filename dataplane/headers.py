@@ -44,10 +44,11 @@ def nominated(value: bytes) -> set[bytes]:
 # asks one dict instead of lower-casing and testing each name. The caches are
 # bounded: a client inventing names cannot grow them without limit.
 
-PASS, HOST, XFF, TE, CONNECTION, LENGTH, DROP, EXPECT, UNDERSCORE = range(9)
+PASS, HOST, XFF, TE, CONNECTION, LENGTH, DROP, EXPECT, UNDERSCORE, UPGRADE = range(10)
 _REQUEST_CODES = {
     b"host": HOST, b"x-forwarded-for": XFF, b"transfer-encoding": TE,
     b"connection": CONNECTION, b"content-length": LENGTH, b"expect": EXPECT,
+    b"upgrade": UPGRADE,
 }
 _CACHE_LIMIT = 4096
 request_class: dict[bytes, int] = {}

@@ -55,7 +55,7 @@ from dataplane.exchange import Exchange
 from dataplane.mirror import Mirror
 from dataplane import headers as hdr
 from dataplane.headers import (
-    CONNECTION, EXPECT, HOST, LENGTH, PASS, TE, UNDERSCORE, XFF, header_value, nominated,
+    CONNECTION, EXPECT, HOST, LENGTH, PASS, TE, UNDERSCORE, UPGRADE, XFF, header_value, nominated,
 )
 
 log = logging.getLogger("fluxgate.protocol")
@@ -102,6 +102,8 @@ class HttpProtocol(asyncio.Protocol):
         self._head_seen = 0  # bytes received while in the head (an upper bound)
         self._chunk_len = 0  # the size of the data being parsed
         self._body_seen = 0  # bytes of the current request body
+        self.tunnel = None  # the UpstreamConnection of an open WebSocket tunnel
+        self._early = b""  # tunnel bytes the client sent before the upstream's 101
         self._vh_gen, self._vh_host, self._vh = -1, None, None  # the last Host's virtual host
         self._fwd_host, self._fwd = None, b""  # the last Host's X-Forwarded-* lines
         # request
@@ -137,20 +139,29 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._parse_error:
-            return  # the stream was refused: nothing after that point is parsed
+            # Past an upgrade, bytes are the tunnel's; past a refusal, nothing is parsed.
+            if self.tunnel is not None:
+                self.tunnel.write(data)
+            return
         if self._in_head:
             self._head_seen += len(data)
         self._chunk_len = len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Tunnels (WebSocket) come later: answer this request, then close,
-            # since the bytes after it are not HTTP.
+        except httptools.HttpParserUpgrade as exc:
+            # The bytes after this request are not HTTP. A WebSocket handshake
+            # becomes a tunnel if the upstream answers 101 (until then they
+            # wait here); any other upgrade is answered, then the connection
+            # closes.
             self._parse_error = True
-            if self.current is not None:
-                self.current.keep_alive = False
-                if not self.current.req_done:
-                    self.current.request_finished()
+            self._in_head = False
+            ex = self.current
+            if ex is not None:
+                ex.keep_alive = False
+                if ex.upgrade:
+                    self._early = data[exc.args[0]:] if exc.args else b""
+                if not ex.req_done:
+                    ex.request_finished()
             self.block_reading(self.BLOCK_PIPELINE)
         except httptools.HttpParserError as exc:
             if not self._parse_error:  # else a callback refused the request already
@@ -256,7 +267,7 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(405, "CONNECT is not served")
         keep_alive = parser.should_keep_alive() and not (worker.draining or self._parse_error)
         head_only = method == b"HEAD"
-        host = xff = conn = length = expect = None
+        host = xff = conn = length = expect = upgrade = None
         chunked = False
         kept = []
         classes = hdr.request_class
@@ -280,6 +291,8 @@ class HttpProtocol(asyncio.Protocol):
                 length = value
             elif code == EXPECT:
                 expect = value
+            elif code == UPGRADE:
+                upgrade = value
             elif code == UNDERSCORE:
                 policy = settings.underscore_headers
                 if policy == "allow":
@@ -439,6 +452,10 @@ class HttpProtocol(asyncio.Protocol):
             not chunked and (length is None or length == b"0"),
             cluster, endpoint, None, action.timeout, action.backend_timeout,
         )
+        if upgrade is not None and upgrade.lower() == b"websocket" and not http10 and parser.should_upgrade():
+            # A WebSocket handshake: the one upgrade passed on (h2c and others are not).
+            ex.head = ex.head[:-2] + b"connection: upgrade\r\nupgrade: websocket\r\n\r\n"
+            ex.upgrade = True
         if action.filtered:
             edits = backend_edit[1] if backend_edit is not None else action.response_edits
             ex.response_edits = (cors_edit,) + edits if cors_edit is not None else edits
@@ -531,6 +548,22 @@ class HttpProtocol(asyncio.Protocol):
             self._deadline_kind = _IDLE
         else:
             self.active = None
+
+    def tunnel_open(self, conn) -> None:
+        """The upstream answered 101: from now on bytes go both ways untouched."""
+        self.tunnel = conn
+        self.deadline = _INF
+        if self._early:
+            conn.write(self._early)
+            self._early = b""
+        self.unblock_reading(self.BLOCK_PIPELINE)
+
+    def tunnel_closed(self) -> None:
+        """The upstream side of the tunnel ended: close ours after what is queued."""
+        self.tunnel = None
+        if not self._closed:
+            self._closed = True
+            self.outbox.close(self.transport)
 
     # --- flow control -------------------------------------------------------------
 

@@ -89,6 +89,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunked = False  # re-frame the body as chunked downstream
         self._until_close = False  # body ends when the upstream closes
         self._interim = False
+        self._switching = False  # a 101 head was relayed: a tunnel follows
+        self.tunnel = False  # bytes are relayed untouched both ways (WebSocket)
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -101,7 +103,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = exchange
         self.uses += 1
         self._head = b""
-        self._chunked = self._until_close = self._interim = False
+        self._chunked = self._until_close = self._interim = self._switching = False
         self.outbox.write(self.transport, data)
 
     def write(self, data: bytes) -> None:
@@ -124,6 +126,11 @@ class UpstreamConnection(asyncio.Protocol):
     # --- reading --------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            ex = self.exchange
+            if ex is not None and not ex.dead:
+                ex.proto.write(data)
+            return
         if self._head is not None:
             self._head = data if not self._head else self._head + data
             if len(self._head) > MAX_RESPONSE_HEAD and self._head.find(b"\r\n\r\n", 0, MAX_RESPONSE_HEAD) < 0:
@@ -131,8 +138,9 @@ class UpstreamConnection(asyncio.Protocol):
                 return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # 101 Switching Protocols: tunnels come with the WebSocket work
+        except httptools.HttpParserUpgrade as exc:
+            self._upgraded(data[exc.args[0]:] if exc.args else b"")
+            return
         except httptools.HttpParserError as exc:
             self._failed(f"invalid response from upstream: {exc}")
             return
@@ -150,6 +158,20 @@ class UpstreamConnection(asyncio.Protocol):
 
     _pending_ex = None
     _pending_reuse = False
+
+    def _upgraded(self, rest: bytes) -> None:
+        """The parser stopped after a 101: open the tunnel, or refuse a 101
+        the request did not ask for."""
+        ex = self.exchange
+        if ex is None or not self._switching:
+            self._failed("upstream switched protocols unasked")
+            return
+        self.tunnel = True
+        head = b"".join(self._out)
+        self._out.clear()
+        if not ex.dead:
+            ex.proto.write(head + rest if rest else head)
+        ex.tunnel_open(self)
 
     def _failed(self, why: str) -> None:
         """The upstream broke the protocol: this connection is done, the exchange fails (502)."""
@@ -170,7 +192,18 @@ class UpstreamConnection(asyncio.Protocol):
         line = buf[:status_end]
         if line[5:8] != b"1.1":
             line = b"HTTP/1.1" + line[8:]  # we speak 1.1 downstream, whatever the upstream spoke
-        if 100 <= status < 200 and status != 101:
+        if status == 101:
+            if not ex.upgrade:
+                self._failed("upstream switched protocols unasked")
+                return
+            # The handshake answer, hop-by-hop lines out, the upgrade ones back in.
+            self._head = None
+            self._switching = True
+            block = self._edit_head(buf[status_end:end - 2])[0]
+            self._out.append(line + block + b"connection: upgrade\r\nupgrade: websocket\r\n\r\n")
+            ex.response_started = True
+            return
+        if 100 <= status < 200:
             # Interim (100 Continue, 103): relay to 1.1 clients, the final head follows.
             self._interim = True
             if not ex.http10:
@@ -260,6 +293,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._out.append(body)
 
     def on_message_complete(self) -> None:
+        if self._switching:
+            return  # a 101 has no body: what follows is the tunnel
         if self._interim:
             self._interim = False
             return
@@ -297,6 +332,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         ex = self.exchange
         self.exchange = None
+        if self.tunnel:
+            if ex is not None:
+                ex.tunnel_closed()
+            return
         if ex is None:
             if not was_closed:
                 self.pool.discard(self)
