@@ -22,6 +22,9 @@ done here once):
     5. the older route (creationTimestamp; routes without one come after);
     6. "{namespace}/{name}" alphabetically; 7. rule order, then match order.
 * PathPrefix values are stored without a trailing slash ("/" stays "/").
+  Exact and PathPrefix values are stored in the spelling workers normalise
+  request paths to (``canonical_path``); a RegularExpression is matched
+  against the normalised path as written.
 * Identical ``Action``s within a vhost are stored once and shared by index.
 * ``clusters`` are exactly those referenced by some action (a backend or a
   mirror), sorted by name.
@@ -121,6 +124,25 @@ def listener_name(address: str, port: int) -> str:
 def normalize_prefix(value: str) -> str:
     """A PathPrefix without its trailing slash(es); "/" stays "/"."""
     return value.rstrip("/") or "/"
+
+
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def canonical_path(value: str) -> str:
+    """An Exact/PathPrefix value in the one spelling workers normalise request
+    paths to (dataplane/path.py): escaped unreserved characters decoded, other
+    escapes in upper case. Validation already refused what normalising would
+    change otherwise (dot segments, '//', %2F)."""
+    if "%" not in value:
+        return value
+
+    def fix(m: re.Match[str]) -> str:
+        char = chr(int(m.group(1), 16))
+        return char if char in _UNRESERVED else "%" + m.group(1).upper()
+
+    return _ESCAPE.sub(fix, value)
 
 
 def _host_order(hosts: dict[str, Any]) -> list[str]:
@@ -237,7 +259,11 @@ def _precedence(item: _Pending) -> tuple:
 
 
 def _match(m: irt.RouteMatch) -> schema.Match:
-    value = normalize_prefix(m.path.value) if m.path.type == "PathPrefix" else m.path.value
+    value = m.path.value
+    if m.path.type != "RegularExpression":
+        value = canonical_path(value)
+    if m.path.type == "PathPrefix":
+        value = normalize_prefix(value)
     return schema.Match(
         path=_PATH_TYPES[m.path.type](value),
         method=m.method,

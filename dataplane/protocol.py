@@ -52,6 +52,8 @@ import httptools
 
 from dataplane import responses
 from dataplane.exchange import Exchange
+from dataplane.path import PathError
+from dataplane.path import normalize as normalize_path
 from dataplane.mirror import Mirror
 from dataplane import headers as hdr
 from dataplane.headers import (
@@ -348,6 +350,20 @@ class HttpProtocol(asyncio.Protocol):
                 host = authority
                 path, query = parsed.path or b"/", parsed.query or b""
                 url = path + (b"?" + query if query else b"")
+        if path != b"*":
+            # One spelling per resource before anything looks at the path;
+            # the normal form is also what goes upstream (dataplane/path.py).
+            try:
+                norm, redirect = normalize_path(path, settings.escaped_slashes, settings.merge_slashes)
+            except PathError as exc:
+                self._refuse(400, f"request path: {exc}")
+            if norm is not path:
+                path = norm
+                url = path + (b"?" + query if q >= 0 else b"")
+                if redirect:  # escaped slashes: the client asks again with plain ones
+                    location = path + (b"?" + query if query else b"")
+                    return self._enqueue(Exchange(self, b"", keep_local, http10, head_only, False, False, None,
+                                                  None, responses.redirect(307, location, not keep_local)))
         if self._overloaded:
             return self._local(503, False, http10, head_only)
         router = worker.router
