@@ -117,6 +117,8 @@ _PCHAR = rb"A-Za-z0-9\-_~!$&'()*+,;=:@"
 # fullmatch of it is the whole fast path, and it also proves the leading '/'.
 # It beats a search for the bad bytes, whose alternation stops at every '/'.
 _NORMAL = re.compile(rb"/(?:[" + _PCHAR + rb"][" + _PCHAR + rb".]*+(?:/|\Z))*+").fullmatch
+# For callers on the hot path: a match means normalize() would return the path itself.
+is_normal = _NORMAL
 _FORBIDDEN = re.compile(rb"[\x00-\x1f\x7f#]")
 # Raw bytes to percent-encode (the forbidden ones are rejected before).
 _DISALLOWED = re.compile(rb"[^" + _PCHAR + rb"./%\\]")

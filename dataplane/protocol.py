@@ -54,6 +54,7 @@ from dataplane import responses
 from dataplane.exchange import Exchange
 from dataplane.path import PathError
 from dataplane.path import normalize as normalize_path
+from dataplane.path import is_normal as _normal_path
 from dataplane.mirror import Mirror
 from dataplane import headers as hdr
 from dataplane.headers import (
@@ -105,6 +106,15 @@ class HttpProtocol(asyncio.Protocol):
         self._chunk_len = 0  # the size of the data being parsed
         self._body_seen = 0  # bytes of the current request body
         self.tunnel = None  # the UpstreamConnection of an open WebSocket tunnel
+        # Settings read per request, kept here: one lookup instead of three.
+        settings = worker.settings
+        self.pool = worker.pool  # its ``now`` is the worker's coarse clock
+        self._header_timeout = min(settings.header_timeout, settings.request_timeout or _INF)
+        self._max_head = settings.max_header_bytes
+        self._max_count = settings.max_header_count
+        self._max_line = settings.max_request_line_bytes
+        self._keepalive = settings.keepalive_timeout
+        self.request_started = 0.0
         self._early = b""  # tunnel bytes the client sent before the upstream's 101
         self._vh_gen, self._vh_host, self._vh = -1, None, None  # the last Host's virtual host
         self._fwd_host, self._fwd = None, b""  # the last Host's X-Forwarded-* lines
@@ -226,19 +236,32 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- parser callbacks ---------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._in_head = True
-        self._head_seen = self._chunk_len  # an upper bound: this whole chunk
-        settings = self.worker.settings
-        now = self.worker.pool.now
-        self._request_deadline = now + settings.request_timeout if settings.request_timeout else _INF
-        self.deadline = min(now + settings.header_timeout, self._request_deadline)
-        self._deadline_kind = _HEAD
+
+    def _unusual(self, version: str, method: bytes, url: bytes, headers: list) -> bool:
+        """The checks most requests skip; refuses the request or says if it is HTTP/1.0."""
+        max_head = self._max_head
+        if self._head_seen > max_head and len(url) + sum(len(n) + len(v) + 4 for n, v in headers) > max_head:
+            self._refuse(431, "request head too large")
+        if len(headers) > self._max_count:
+            self._refuse(431, f"more than {self._max_count} request headers")
+        if version != "1.1" and version != "1.0":
+            self._refuse(400 if version == "0.9" else 505, f"HTTP/{version} request")
+        if method == b"CONNECT":
+            self._refuse(405, "CONNECT is not served")
+        return version == "1.0"
 
     def on_url(self, url: bytes) -> None:
-        # Reset in on_headers_complete.
-        self.url += url
-        if len(self.url) > self.worker.settings.max_request_line_bytes:
+        # The first piece of a request's target starts its head's clock (no
+        # on_message_begin callback: one Python call less per request; the
+        # method before it is a few bytes, which the idle deadline covers).
+        if not self.url:
+            self._in_head = True
+            self._head_seen = self._chunk_len  # an upper bound: this whole chunk
+            self.request_started = now = self.pool.now
+            self.deadline = now + self._header_timeout
+            self._deadline_kind = _HEAD
+        self.url += url  # reset in on_headers_complete
+        if len(self.url) > self._max_line:
             self._refuse(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -253,20 +276,12 @@ class HttpProtocol(asyncio.Protocol):
         url, headers = self.url, self.headers
         self.url, self.headers = b"", []  # the request state is reset here, once
         self._in_head = False
-        if self._head_seen > settings.max_header_bytes and (
-                len(url) + sum(len(n) + len(v) + 4 for n, v in headers) > settings.max_header_bytes):
-            self._refuse(431, "request head too large")
-        if len(headers) > settings.max_header_count:
-            self._refuse(431, f"more than {settings.max_header_count} request headers")
         version = parser.get_http_version()
         http10 = False
-        if version != "1.1":
-            if version == "1.0":
-                http10 = True
-            else:
-                self._refuse(400 if version == "0.9" else 505, f"HTTP/{version} request")
-        if method == b"CONNECT":
-            self._refuse(405, "CONNECT is not served")
+        # One test for the usual request; the unusual ones are looked at closely.
+        if version != "1.1" or self._head_seen > self._max_head or len(headers) > self._max_count \
+                or method == b"CONNECT":
+            http10 = self._unusual(version, method, url, headers)
         keep_alive = parser.should_keep_alive() and not (worker.draining or self._parse_error)
         head_only = method == b"HEAD"
         host = xff = conn = length = expect = upgrade = None
@@ -312,7 +327,9 @@ class HttpProtocol(asyncio.Protocol):
             if length is not None and settings.max_body_bytes and int(length) > settings.max_body_bytes:
                 self._refuse(413, "Content-Length over the body limit")
             self._body_seen = 0
-            self.deadline = min(worker.pool.now + settings.body_timeout, self._request_deadline)
+            limit = settings.request_timeout
+            self._request_deadline = self.request_started + limit if limit else _INF
+            self.deadline = min(self.pool.now + settings.body_timeout, self._request_deadline)
             self._deadline_kind = _BODY
         else:
             self.deadline = _INF  # the upstream side keeps its own deadlines
@@ -350,7 +367,7 @@ class HttpProtocol(asyncio.Protocol):
                 host = authority
                 path, query = parsed.path or b"/", parsed.query or b""
                 url = path + (b"?" + query if query else b"")
-        if path != b"*":
+        if _normal_path(path) is None and path != b"*":
             # One spelling per resource before anything looks at the path;
             # the normal form is also what goes upstream (dataplane/path.py).
             try:
@@ -560,7 +577,7 @@ class HttpProtocol(asyncio.Protocol):
             nxt.start()
         elif not self._in_head:  # else the next request's head deadline stands
             self.active = None
-            self.deadline = self.worker.pool.now + self.worker.settings.keepalive_timeout
+            self.deadline = self.pool.now + self._keepalive
             self._deadline_kind = _IDLE
         else:
             self.active = None
