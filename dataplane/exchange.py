@@ -55,6 +55,7 @@ class Exchange:
         "started", "req_done", "resp_done", "response_started", "timer", "timeout", "dead",
         "response_edits", "mirrors", "backend_timeout", "attempt_timer",
         "retry", "retries", "kept", "kept_bytes", "waiting_since", "upgrade", "tunnel",
+        "expect_continue",
     )
 
     def __init__(self, proto, head: bytes, keep_alive: bool, http10: bool, head_only: bool,
@@ -92,6 +93,7 @@ class Exchange:
         self.waiting_since = 0.0  # when the upstream had all it needs to answer (0: not yet)
         self.upgrade = False  # a WebSocket handshake: a 101 opens a tunnel
         self.tunnel = False  # the tunnel is open
+        self.expect_continue = False  # the client waits for our "100 Continue" before its body
 
     # --- starting ---------------------------------------------------------------
 
@@ -104,6 +106,8 @@ class Exchange:
             return
         if self.timeout > 0:
             self.timer = self.proto.loop.call_later(self.timeout, self._timed_out)
+        if self.expect_continue and not self.req_done:
+            self.proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         conn = self.proto.worker.pool.acquire(self.endpoint)
         if conn is not None:
             self._attach(conn)

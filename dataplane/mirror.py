@@ -29,6 +29,9 @@ class Mirror:
     dead = True  # nothing is ever written to a client for it
     http10 = False
     response_edits = ()
+    retry = None  # a mirror is never retried
+    upgrade = False
+    expect_continue = False
 
     def __init__(self, worker, cluster, head: bytes, head_only: bool) -> None:
         self.worker = worker

@@ -66,9 +66,10 @@ stricter or more regular, never looser:
   as nginx (with its own merge_slashes) makes of it. Either way the gateway
   forwards exactly the path it matched.
 
-Not covered, as in Envoy: path parameters. ``/public/..;/admin`` is not a dot
-segment for RFC 3986 and stays as it is, but Tomcat/Spring read ``..;`` as
-``..``; an upstream like that needs its own guard (or a route rejecting ';').
+Path parameters: ``/public/..;/admin`` has no dot segment for RFC 3986, but
+Tomcat, Jetty and Spring read ``..;`` as ``..``. Envoy passes it; we refuse
+a segment starting ``..;`` or ``.;`` (400), so no upstream can read a path
+differently from the route that matched it.
 
 Theory of operation: nearly every real path is already normal, so the fast
 path is one fullmatch of a precompiled regex that describes a normal path
@@ -206,6 +207,10 @@ def normalize(path: bytes, escaped_slashes: str = UNESCAPE_REDIRECT,
             if kept:
                 kept.pop()
             continue
+        if seg[:2] == b".;" or seg[:3] == b"..;":
+            # Tomcat, Jetty and Spring read "..;x" as ".." (a path parameter
+            # on a dot segment); RFC 3986 does not. Refuse the ambiguity.
+            raise PathError("a dot segment with a path parameter (..;) in the path")
         if seg or not merge_slashes or i == last:
             kept.append(seg)
     if segs[last] in (b".", b".."):

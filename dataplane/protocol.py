@@ -232,7 +232,9 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def closing_after_response(self) -> bool:
-        return self.worker.draining or self._parse_error
+        # After a refusal, the responses before it keep the connection open
+        # until the refusal's own answer (queued behind them) closes it.
+        return self.worker.draining or (self._parse_error and not self.queue)
 
     # --- parser callbacks ---------------------------------------------------------
 
@@ -285,6 +287,7 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = parser.should_keep_alive() and not (worker.draining or self._parse_error)
         head_only = method == b"HEAD"
         host = xff = conn = length = expect = upgrade = None
+        expect_continue = False
         chunked = False
         kept = []
         classes = hdr.request_class
@@ -301,6 +304,11 @@ class HttpProtocol(asyncio.Protocol):
             elif code == XFF:
                 xff = value if xff is None else xff + b", " + value
             elif code == TE:
+                # llhttp checked that chunked comes last; a coding before it
+                # (gzip, chunked) or a repeat would be dropped or misread
+                # upstream: only a plain "chunked" is served (Envoy: 501).
+                if chunked or value.strip(b" \t").lower() != b"chunked":
+                    self._refuse(501, "Transfer-Encoding other than chunked")
                 chunked = True
             elif code == CONNECTION:
                 conn = value
@@ -342,9 +350,13 @@ class HttpProtocol(asyncio.Protocol):
                 pass  # RFC 9110 10.1.1: ignored in HTTP/1.0 (and not forwarded)
             elif expect.lower() != b"100-continue":
                 self._refuse(417, "unknown expectation")
-            else:
-                kept.append(b"expect: 100-continue\r\n")
-                keep_local = keep_alive and not has_body
+            elif has_body:
+                # Answered here, as nginx and Envoy do: "100 Continue" goes out
+                # when the exchange starts (so after the responses before it),
+                # and only if the request is proxied; a local answer instead
+                # closes the connection (the body may never come).
+                expect_continue = True
+                keep_local = False
         if host is None:
             if not http10:
                 self._refuse(400, "no Host header")
@@ -361,6 +373,8 @@ class HttpProtocol(asyncio.Protocol):
                     self._refuse(400, "invalid request target")
                 if parsed.schema is None or parsed.host is None:
                     self._refuse(400, "invalid request target")
+                if parsed.userinfo:
+                    self._refuse(400, "userinfo in the request target")  # RFC 9110 4.2.4
                 authority = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
                 if host and _authority(host) != _authority(authority):
                     self._refuse(400, "Host disagrees with the absolute-form target")
@@ -389,7 +403,7 @@ class HttpProtocol(asyncio.Protocol):
         if host == self._vh_host and router is not None and router.generation == self._vh_gen:
             vh = self._vh
         else:
-            if host and _HOST.match(host) is None:
+            if (host or not http10) and _HOST.match(host) is None:  # HTTP/1.1 needs a Host
                 self._refuse(400, "invalid Host header")
             hostkey = host.lower()
             if hostkey[-1:] != b"]":  # not a bare IPv6 literal: drop a port
@@ -485,6 +499,8 @@ class HttpProtocol(asyncio.Protocol):
             not chunked and (length is None or length == b"0"),
             cluster, endpoint, None, action.timeout, action.backend_timeout,
         )
+        if expect_continue:
+            ex.expect_continue = True
         if upgrade is not None and upgrade.lower() == b"websocket" and not http10 and parser.should_upgrade():
             # A WebSocket handshake: the one upgrade passed on (h2c and others are not).
             ex.head = ex.head[:-2] + b"connection: upgrade\r\nupgrade: websocket\r\n\r\n"

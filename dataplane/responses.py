@@ -21,6 +21,7 @@ _BODIES = {
     417: b"expectation failed\n",
     431: b"request headers too large\n",
     500: b"no backend can serve this route\n",
+    501: b"not implemented\n",
     502: b"upstream failed\n",
     503: b"no healthy upstream\n",
     504: b"upstream timed out\n",

@@ -131,6 +131,12 @@ class UpstreamConnection(asyncio.Protocol):
             if ex is not None and not ex.dead:
                 ex.proto.write(data)
             return
+        if self.exchange is None:
+            # Bytes on an idle connection: the upstream broke the exchange
+            # order (an extra response). It must never answer a later request.
+            self.close()
+            self.pool.discard(self)
+            return
         if self._head is not None:
             self._head = data if not self._head else self._head + data
             if len(self._head) > MAX_RESPONSE_HEAD and self._head.find(b"\r\n\r\n", 0, MAX_RESPONSE_HEAD) < 0:
@@ -184,6 +190,10 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         ex = self.exchange
         if ex is None:
+            # A response nobody asked for (after a complete one, in the same
+            # bytes): never reuse this connection, or it answers the next request.
+            self._pending_reuse = False
+            self.close()
             return
         buf = self._head
         end = buf.find(b"\r\n\r\n") + 4  # the parser accepted it: CRLF lines, so found
@@ -206,7 +216,9 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200:
             # Interim (100 Continue, 103): relay to 1.1 clients, the final head follows.
             self._interim = True
-            if not ex.http10:
+            # HTTP/1.0 clients know no interim responses; a 100 the gateway
+            # answered itself (Expect) is not sent twice.
+            if not ex.http10 and not (status == 100 and ex.expect_continue):
                 self._out.append(line + b"\r\n\r\n")
             self._head = buf[end:]
             return
