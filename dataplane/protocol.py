@@ -305,9 +305,10 @@ class HttpProtocol(asyncio.Protocol):
                 xff = value if xff is None else xff + b", " + value
             elif code == TE:
                 # llhttp checked that chunked comes last; a coding before it
-                # (gzip, chunked) or a repeat would be dropped or misread
+                # (gzip, chunked), a repeat, or even trailing whitespace (which
+                # some parsers read as another coding) could be read otherwise
                 # upstream: only a plain "chunked" is served (Envoy: 501).
-                if chunked or value.strip(b" \t").lower() != b"chunked":
+                if chunked or value.lower() != b"chunked":
                     self._refuse(501, "Transfer-Encoding other than chunked")
                 chunked = True
             elif code == CONNECTION:

@@ -12,19 +12,7 @@ Ids are ``<module>::<test name>``; corpus cases are
 
 from __future__ import annotations
 
-KNOWN_GAPS: dict[str, list[str]] = {
-    # --- request line ------------------------------------------------------------------
-    "a request line with two spaces between method and target is accepted (llhttp leniency); "
-    "RFC 9112 3 allows exactly one SP": [
-        "test_corpus::test_corpus_case[invalid/target-double-space]",
-    ],
-    # --- framing -------------------------------------------------------------------------
-    "'Transfer-Encoding: chunked ' (a trailing space) is accepted as chunked, while "
-    "'chunked\\t' is refused: treat both alike (the corpus expects 400/501, as for any "
-    "Transfer-Encoding that is not exactly 'chunked')": [
-        "test_corpus::test_corpus_case[invalid/te-chunked-trailing-space]",
-    ],
-}
+KNOWN_GAPS: dict[str, list[str]] = {}
 
 
 def reasons() -> dict[str, str]:
