@@ -72,7 +72,7 @@ class Exchange:
         self.endpoint = endpoint
         self.attempts = 0
         self.local = local  # a response the gateway makes itself, or None
-        self.body: list[bytes] = []  # framed body chunks not yet sent
+        self.body: list[bytes] | None = None  # framed body chunks not yet sent (made when needed)
         self.body_bytes = 0
         self.conn = None
         self.started = False
@@ -188,7 +188,10 @@ class Exchange:
         if self.conn is not None:
             self.conn.write(chunk)
         else:
-            self.body.append(chunk)
+            if self.body is None:
+                self.body = [chunk]
+            else:
+                self.body.append(chunk)
             self.body_bytes += len(chunk)
             if self.body_bytes > BODY_BUFFER_LIMIT:
                 self.proto.block_reading(self.proto.BLOCK_BODY)

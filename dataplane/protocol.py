@@ -115,6 +115,7 @@ class HttpProtocol(asyncio.Protocol):
         self._max_line = settings.max_request_line_bytes
         self._keepalive = settings.keepalive_timeout
         self.request_started = 0.0
+        self._normal_last = b"/"  # the last request path found already normal
         self._early = b""  # tunnel bytes the client sent before the upstream's 101
         self._vh_gen, self._vh_host, self._vh = -1, None, None  # the last Host's virtual host
         self._fwd_host, self._fwd = None, b""  # the last Host's X-Forwarded-* lines
@@ -155,9 +156,9 @@ class HttpProtocol(asyncio.Protocol):
             if self.tunnel is not None:
                 self.tunnel.write(data)
             return
+        self._chunk_len = n = len(data)
         if self._in_head:
-            self._head_seen += len(data)
-        self._chunk_len = len(data)
+            self._head_seen += n
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -382,14 +383,17 @@ class HttpProtocol(asyncio.Protocol):
                 host = authority
                 path, query = parsed.path or b"/", parsed.query or b""
                 url = path + (b"?" + query if query else b"")
-        if _normal_path(path) is None and path != b"*":
-            # One spelling per resource before anything looks at the path;
-            # the normal form is also what goes upstream (dataplane/path.py).
-            try:
-                norm, redirect = normalize_path(path, settings.escaped_slashes, settings.merge_slashes)
-            except PathError as exc:
-                self._refuse(400, f"request path: {exc}")
-            if norm is not path:
+        # One spelling per resource before anything looks at the path; the
+        # normal form is also what goes upstream (dataplane/path.py). The last
+        # path found normal is remembered: keep-alive clients repeat paths.
+        if path != self._normal_last:
+            if _normal_path(path) is not None:
+                self._normal_last = path
+            elif path != b"*":
+                try:
+                    norm, redirect = normalize_path(path, settings.escaped_slashes, settings.merge_slashes)
+                except PathError as exc:
+                    self._refuse(400, f"request path: {exc}")
                 path = norm
                 url = path + (b"?" + query if q >= 0 else b"")
                 if redirect:  # escaped slashes: the client asks again with plain ones
