@@ -42,6 +42,8 @@ import msgspec
 
 from shm import schema
 from shm.codec import named
+from shm.path import KEEP
+from shm.path import normalize as normalize_path
 from control import ir as irt
 
 _PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
@@ -126,23 +128,14 @@ def normalize_prefix(value: str) -> str:
     return value.rstrip("/") or "/"
 
 
-_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-
 def canonical_path(value: str) -> str:
     """An Exact/PathPrefix value in the one spelling workers normalise request
-    paths to (dataplane/path.py): escaped unreserved characters decoded, other
-    escapes in upper case. Validation already refused what normalising would
-    change otherwise (dot segments, '//', %2F)."""
+    paths to (shm/path.py: escaped unreserved characters decoded, other
+    escapes upper-cased). Validation already refused what else normalising
+    would change (dot segments, '//', %2F)."""
     if "%" not in value:
         return value
-
-    def fix(m: re.Match[str]) -> str:
-        char = chr(int(m.group(1), 16))
-        return char if char in _UNRESERVED else "%" + m.group(1).upper()
-
-    return _ESCAPE.sub(fix, value)
+    return normalize_path(value.encode(), KEEP, True)[0].decode()
 
 
 def _host_order(hosts: dict[str, Any]) -> list[str]:

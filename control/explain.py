@@ -17,6 +17,8 @@ from typing import Any
 
 from shm import codec
 from shm.match import HostIndex, PathIndex, explain
+from shm.path import UNESCAPE_REDIRECT, PathError
+from shm.path import normalize as normalize_path
 from shm.schema import RequestRedirect, Table
 
 _RESERVED = {"host", "path", "method", "port"}
@@ -26,7 +28,8 @@ class ExplainError(ValueError):
     """The question is malformed (400), not the answer."""
 
 
-def explain_request(table: Table, params: dict[str, list[str]]) -> dict[str, Any]:
+def explain_request(table: Table, params: dict[str, list[str]], escaped_slashes: str = UNESCAPE_REDIRECT,
+                    merge_slashes: bool = True) -> dict[str, Any]:
     host = _one(params, "host")
     if not host:
         raise ExplainError("host is required, e.g. /debug/route?host=example.com&path=/api")
@@ -38,6 +41,10 @@ def explain_request(table: Table, params: dict[str, list[str]]) -> dict[str, Any
     if port is not None and not port.isdigit():
         raise ExplainError("port must be a number")
     path, _, query = target.partition("?")
+    try:  # what a worker does first: the route sees the normalised path
+        path = normalize_path(path.encode(), escaped_slashes, merge_slashes)[0].decode()
+    except PathError as exc:
+        raise ExplainError(f"path: a worker answers 400: {exc}") from None
     headers = [(k.encode(), v.encode()) for k, vs in params.items() if k not in _RESERVED for v in vs]
     hostkey = host.lower().encode()
     if not hostkey.endswith(b"]") and b":" in hostkey:

@@ -70,6 +70,13 @@ def test_admin_route_explainer_says_which_rule_and_backend_and_why(tmp_path, gat
     # The explainer and the workers agree.
     assert echoed(request(port, "/api", host="shop.example.com", headers={"x-env": "canary"})[2])["backend"] == "b"
 
+    # The path is normalised as a worker does before it matches.
+    _, dotted = ask("host=shop.example.com&path=/other/%252e%252e/api/x")
+    assert dotted["request"]["path"] == "/api/x"
+    assert dotted["listeners"][0]["route"]["rule"] == "HTTPRoute/default/main#0"
+    code, bad = ask("host=shop.example.com&path=/api/..;/x")
+    assert code == 400 and "a worker answers 400" in bad["error"]
+
     _, other = ask("host=nowhere.example.com&path=/")
     assert other["listeners"][0]["answer"].startswith("404")
     assert ask("path=/")[0] == 400
