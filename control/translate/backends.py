@@ -13,9 +13,16 @@ Rules:
   found by number; a slice port is matched by the Service port's name, or taken
   when both the Service and the slice have exactly one port; a slice port
   without a number ("all ports") uses the numeric ``targetPort`` (else the
-  Service port). Endpoints whose ``conditions.ready`` is false are left out;
-  unset means ready, as the API says. Only the first address of an endpoint is
-  used: the API declares them fungible.
+  Service port). Endpoint conditions, as kube-proxy, Envoy Gateway and
+  Contour read them:
+  - ``ready`` true or unset (the API: unset means ready): served;
+  - not ready but ``serving`` (unset means serving) and ``terminating``: a
+    pod draining during a rolling update. Used only when the Service port has
+    no ready endpoint at all, so the last pods of a roll-out still take
+    traffic instead of a 503; never as a new target next to ready ones;
+  - anything else (not ready, not serving): left out.
+  Only the first address of an endpoint is used: the API declares them
+  fungible.
 * A Service with no ready endpoints still resolves: a cluster with no
   endpoints, which the data plane answers with 503 (the spec's SHOULD).
 * An ExternalName Service resolves to one endpoint (externalName, port) and the
@@ -92,16 +99,31 @@ class BackendResolver:
         return name, None
 
     def _endpoints(self, svc: r.Service, port: r.ServicePort) -> tuple[ir.Endpoint, ...]:
-        found: set[ir.Endpoint] = set()
+        ready: set[ir.Endpoint] = set()
+        draining: set[ir.Endpoint] = set()  # serving and terminating: the fallback
         for eps in self._store.endpoint_slices(svc.namespace, svc.name):
             number = _slice_port(eps, svc, port)
             if number is None:
                 continue
             for ep in eps.endpoints or ():
-                if ep.conditions.ready is False:
-                    continue
-                found.add(ir.Endpoint(ep.addresses[0], number))
-        return tuple(sorted(found))
+                state = endpoint_state(ep.conditions)
+                if state == READY:
+                    ready.add(ir.Endpoint(ep.addresses[0], number))
+                elif state == DRAINING:
+                    draining.add(ir.Endpoint(ep.addresses[0], number))
+        return tuple(sorted(ready or draining))
+
+
+READY, DRAINING, UNUSABLE = "ready", "draining", "unusable"
+
+
+def endpoint_state(c: r.EndpointConditions) -> str:
+    """READY (served), DRAINING (served only when nothing is ready) or UNUSABLE."""
+    if c.ready is not False:
+        return READY
+    if c.serving is not False and c.terminating is True:
+        return DRAINING
+    return UNUSABLE
 
 
 def _slice_port(eps: r.EndpointSlice, svc: r.Service, port: r.ServicePort) -> int | None:
