@@ -4,7 +4,8 @@ Reads like a table of contents, one processor per step, each recording status
 as it decides (never writing it):
 
 1. GatewayClasses: which are ours (``gateway.accept_classes``).
-2. Gateways of those classes and their listeners (``gateway.accept_gateways``).
+2. Gateways of those classes and their listeners (``gateway.accept_gateways``),
+   only this shard's when ``gateways`` names them (FLUXGATE_GATEWAYS).
 3. HTTPRoutes: attach to listeners, resolve backendRefs
    (``httproute.attach_routes``, ``backends.BackendResolver``); FluxGateRoutes
    the same way (``fluxgateroute.attach_routes``).
@@ -20,6 +21,7 @@ here does I/O.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -48,6 +50,7 @@ def translate(
     ingress_controller: str = ingress.INGRESS_CONTROLLER,
     ingress_http_port: int = ingress.HTTP_PORT,
     ingress_https_port: int = ingress.HTTPS_PORT,
+    gateways: Iterable[str] | None = None,
 ) -> Translation:
     """Translate typed objects (``ObjectCache.objects()``) into IR and status.
 
@@ -57,6 +60,11 @@ def translate(
 
     ``ingress_http_port``: the port Ingresses are served on (on the global bind
     address); ``ingress_https_port``: where their ``tls`` hosts will be.
+
+    ``gateways``: the "namespace/name" of the Gateways this shard serves
+    (FLUXGATE_GATEWAYS); any other Gateway is another shard's: ignored with a
+    note, and a route's parentRef to it gets no status here, as for a Gateway
+    of another controller. None: every Gateway of our classes.
     """
     objects = tuple(objects)
     store = Store(objects)
@@ -64,7 +72,7 @@ def translate(
     classes = gateway.accept_classes(
         store, report, controller_name=controller_name, default_class=default_class
     )
-    gateways = gateway.accept_gateways(store, report, classes)
+    gateways = gateway.accept_gateways(_shard(store, report, gateways), report, classes)
     resolver = BackendResolver(store)
     routes = httproute.attach_routes(store, gateways, resolver, report, controller_name)
     routes += fluxgateroute.attach_routes(store, gateways, resolver, report, controller_name)
@@ -84,6 +92,22 @@ def translate(
              for f in rule.filters if f.type == "RequestMirror"}  # mirror targets are served too
     clusters = tuple(c for c in resolver.clusters() if c.name in used)
     return Translation(IR(listeners=listeners, routes=routes, clusters=clusters), report)
+
+
+def _shard(store: Store, report: StatusReport, names: Iterable[str] | None) -> Store:
+    """``store`` as accept_gateways should see it: only this shard's Gateways.
+    The others stay in ``store`` so that routes know them (not "not found")."""
+    if names is None:
+        return store
+    ours = frozenset(names)
+    shard = copy.copy(store)
+    shard.gateways = {}
+    for key, gw in store.gateways.items():
+        if f"{key.namespace}/{key.name}" in ours:
+            shard.gateways[key] = gw
+        else:
+            report.note(f"{key} ignored: not one of this shard's Gateways (FLUXGATE_GATEWAYS)")
+    return shard
 
 
 __all__ = ["CONTROLLER_NAME", "DEFAULT_CLASS", "Translation", "translate"]
