@@ -86,11 +86,69 @@ def _shard(text: str) -> str:
     return text
 
 
+# RFC 1123 label (a namespace) and subdomain (a Gateway, a GatewayClass).
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _items(text: str) -> list[str]:
+    """A comma-separated list; blanks around items ignored; empty items refused."""
+    if not text.strip():
+        return []
+    items = [item.strip() for item in text.split(",")]
+    if "" in items:
+        raise ValueError("empty item in a comma-separated list")
+    return items
+
+
+def _namespace_name(text: str) -> str:
+    if not _DNS_LABEL_RE.match(text):
+        raise ValueError(f"{text!r} is not a namespace name (a lower-case DNS label)")
+    return text
+
+
+def _subdomain_name(text: str, what: str = "name") -> str:
+    if len(text) > 253 or not _DNS_SUBDOMAIN_RE.match(text):
+        raise ValueError(f"{text!r} is not a valid {what} (a lower-case DNS subdomain)")
+    return text
+
+
+def _namespaces(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_namespace_name(item) for item in _items(text)))
+
+
+def _gateways(text: str) -> tuple[str, ...]:
+    """"ns/name,ns/name" → ("ns/name", ...), each part checked."""
+    out = []
+    for item in _items(text):
+        ns, slash, name = item.partition("/")
+        if not slash or "/" in name:
+            raise ValueError(f"{item!r} is not namespace/name")
+        out.append(f"{_namespace_name(ns)}/{_subdomain_name(name, 'Gateway name')}")
+    return tuple(dict.fromkeys(out))
+
+
+def _gateway_class(text: str) -> str:
+    return _subdomain_name(text.strip(), "GatewayClass name")
+
+
 @dataclass(frozen=True)
 class Config:
     """Every setting, its default and bounds. Fields are the single source."""
 
     config: str = _setting("", str, "YAML file or directory of Kubernetes objects (file mode)")
+    # --- Kubernetes mode (issue 5): list + watch the API instead of reading files ---
+    kubernetes: bool = _setting(False, _bool, "watch the Kubernetes API instead of --config (Kubernetes mode)")
+    kubeconfig: str = _setting("", str, "Kubernetes mode: kubeconfig file (default: in-cluster, else"
+                               " $KUBECONFIG or ~/.kube/config)")
+    resync_seconds: float = _setting(15.0, float, "Kubernetes mode: re-list every kind this often to"
+                                     " repair drift (s)", 1, 86400)
+    gateways: tuple = _setting((), _gateways, "serve only these Gateways (comma-separated namespace/name);"
+                               " default: every Gateway of --gateway-class")
+    gateway_class: str = _setting("fluxgate", _gateway_class, "the GatewayClass (and IngressClass) this"
+                                  " shard serves")
+    watch_namespaces: tuple = _setting((), _namespaces, "Kubernetes mode: watch only these namespaces"
+                                       " (comma-separated); default: all")
     shard: str = _setting("", _shard, "shard name; names the shared memory (default: derived from --config)")
     workers: int = _setting(0, int, "worker processes (0: one per CPU)", 0, ring.MAX_WORKERS)
     bind_address: str = _setting("0.0.0.0", _address, "address listeners bind unless a Gateway names one")
@@ -165,6 +223,18 @@ class Config:
         return cfg
 
     def _check(self) -> None:
+        if self.kubernetes and self.config:
+            raise ConfigError(
+                "usage: --kubernetes (FLUXGATE_KUBERNETES) and --config (FLUXGATE_CONFIG) exclude "
+                "each other: serve either the Kubernetes API or files"
+            )
+        if self.watch_namespaces:
+            outside = [g for g in self.gateways if g.partition("/")[0] not in self.watch_namespaces]
+            if outside:
+                raise ConfigError(
+                    f"FLUXGATE_GATEWAYS names {', '.join(outside)} outside FLUXGATE_WATCH_NAMESPACES "
+                    f"({', '.join(self.watch_namespaces)}): such a Gateway would never be seen"
+                )
         if self.max_request_line_bytes > self.max_header_bytes:
             raise ConfigError(
                 f"FLUXGATE_MAX_REQUEST_LINE_BYTES ({self.max_request_line_bytes}) must be at most "
@@ -184,10 +254,15 @@ class Config:
 
     @property
     def shard_name(self) -> str:
-        """FLUXGATE_SHARD, or a stable name derived from the config path."""
+        """FLUXGATE_SHARD, or a stable name derived from the config path (file mode)
+        or from what is watched (Kubernetes mode)."""
         if self.shard:
             return self.shard
         source = os.path.abspath(self.config) if self.config else "default"
+        if self.kubernetes:
+            source = "\0".join(("kubernetes", os.path.abspath(self.kubeconfig) if self.kubeconfig else "",
+                                 self.gateway_class, ",".join(self.gateways),
+                                 ",".join(self.watch_namespaces)))
         return "fg-" + hashlib.sha256(source.encode()).hexdigest()[:10]
 
     def worker_settings(self, index: int) -> WorkerSettings:
@@ -230,12 +305,16 @@ def _parse(s: Setting, raw: str, origin: str) -> Any:
 
 
 def add_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
-    """Add a flag per setting (all, or ``names``); each takes raw text."""
+    """Add a flag per setting (all, or ``names``); each takes raw text.
+
+    A true/false setting's flag may stand alone (``--kubernetes`` is
+    ``--kubernetes true``)."""
     for s in SETTINGS:
         if names is None or s.name in names:
+            extra = dict(nargs="?", const="true") if s.kind is _bool else {}
             parser.add_argument(
                 s.flag, dest=s.name, default=None, metavar=s.env,
-                help=f"{s.help} [{s.env}, default {s.default!r}]",
+                help=f"{s.help} [{s.env}, default {s.default!r}]", **extra,
             )
 
 
