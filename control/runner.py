@@ -1,15 +1,25 @@
 """The control process of one shard: source → cache → translate → compile → publish.
 
 One asyncio loop does everything, so nothing here needs a lock:
-* the source is polled every FLUXGATE_WATCH_INTERVAL; a change arms the
-  hold-off timer (FLUXGATE_HOLDOFF_MS after the latest change, never more
-  than FLUXGATE_HOLDOFF_MAX_MS after the first), so a burst is one publish;
+* the source is a FileSource (``--config``) or a KubernetesSource
+  (``--kubernetes``); either way the loop compares its ``fingerprint()`` every
+  FLUXGATE_WATCH_INTERVAL, and the Kubernetes source also wakes the loop the
+  moment a watch event changes it (``call_soon_threadsafe`` from its watch
+  threads), so a publish follows an event by the hold-off, not by a poll;
+* a change arms the hold-off timer (FLUXGATE_HOLDOFF_MS after the latest
+  change, never more than FLUXGATE_HOLDOFF_MAX_MS after the first); when it
+  ends the source is read into the cache once, and only if the cache says
+  something that matters changed is a table built and published: a burst is
+  one load and at most one publish;
 * signal handlers only set what the loop acts on (reload, stop);
 * the supervisor ticks every 0.5 s; the ring writer heart-beats every second.
 
 A rebuild that fails (a bug in translation, a ring that stays busy) is logged
 and retried; the table that is live keeps serving. The first table is
-published before any worker starts, so a worker is never up without one.
+published before any worker starts, so a worker is never up without one. In
+Kubernetes mode the first table waits for every watch's initial list (never a
+half-listed world): meanwhile the admin server is up and /readyz says what
+the gateway waits for, and the source retries with back-off.
 """
 
 from __future__ import annotations
@@ -41,12 +51,21 @@ EXIT_CONFIG = 2
 
 class Runner:
     def __init__(self, cfg: Config) -> None:
-        if not cfg.config:
-            raise ConfigError("FLUXGATE_CONFIG (--config) is required in file mode")
-        if not os.path.exists(cfg.config):
-            raise ConfigError(f"FLUXGATE_CONFIG={cfg.config!r}: no such file or directory")
+        self.kubernetes = cfg.kubernetes
+        if cfg.kubernetes:
+            # Imported here: file mode never loads the Kubernetes client.
+            from control.sources.kubernetes import KubernetesSource
+
+            source = KubernetesSource.from_config(cfg)
+        else:
+            if not cfg.config:
+                raise ConfigError("FLUXGATE_CONFIG (--config) or FLUXGATE_KUBERNETES (--kubernetes) "
+                                  "is required")
+            if not os.path.exists(cfg.config):
+                raise ConfigError(f"FLUXGATE_CONFIG={cfg.config!r}: no such file or directory")
+            source = FileSource(cfg.config)
         self.cfg = cfg
-        self.source = FileSource(cfg.config)
+        self.source = source
         self.cache = ObjectCache()
         self.writer = RingWriter(
             cfg.shard_name, slots=cfg.ring_slots, schema=SCHEMA_VERSION,
@@ -60,8 +79,11 @@ class Runner:
         self._fingerprint = None
         self._dirty_since = 0.0  # monotonic time of the first unpublished change
         self._dirty_last = 0.0
+        self._stale = False  # the cache holds changes no published table has
+        self._forced = False  # SIGHUP: rebuild even if nothing changed
         self._reload = False
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # set by the source (any thread, via the loop) and by stop
         self.exit_code = 0
 
     # --- life cycle ---------------------------------------------------------------
@@ -69,36 +91,68 @@ class Runner:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         try:
-            self._load()
-            self._rebuild()
-            try:
-                await self.admin.start()
-            except OSError as exc:
-                log.error("cannot start the admin server", extra={"fields": {
-                    "address": f"{self.cfg.admin_address}:{self.cfg.admin_port}", "error": str(exc)}})
-                self.exit_code = EXIT_CONFIG
-                return self.exit_code
+            if self.kubernetes:
+                # Admin first, so /readyz can say what the first table waits for.
+                if not await self._start_admin():
+                    return self.exit_code
+                self.source.start(lambda: loop.call_soon_threadsafe(self._wake.set))
+                if not await self._initial_sync():
+                    return self.exit_code
+                self._load()
+                self._rebuild()
+            else:
+                self._load()
+                self._rebuild()
+                if not await self._start_admin():
+                    return self.exit_code
             self.supervisor.start_all()
             log.info("gateway started", extra={"fields": {
                 "shard": self.cfg.shard_name, "workers": self.cfg.worker_count,
-                "config": self.cfg.config, "admin": f"{self.cfg.admin_address}:{self.cfg.admin_port}"}})
+                "source": self._source_name, "admin": f"{self.cfg.admin_address}:{self.cfg.admin_port}"}})
             await self._loop()
         finally:
             self._shutdown()
         return self.exit_code
 
+    @property
+    def _source_name(self) -> str:
+        return f"kubernetes {self.source.host}" if self.kubernetes else self.cfg.config
+
+    async def _start_admin(self) -> bool:
+        try:
+            await self.admin.start()
+        except OSError as exc:
+            log.error("cannot start the admin server", extra={"fields": {
+                "address": f"{self.cfg.admin_address}:{self.cfg.admin_port}", "error": str(exc)}})
+            self.exit_code = EXIT_CONFIG
+            return False
+        return True
+
+    async def _initial_sync(self) -> bool:
+        """Wait until every watch has listed once; False if stopped meanwhile."""
+        while not self.source.synced:
+            if self._stop.is_set():
+                return False
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        return not self._stop.is_set()
+
     async def _loop(self) -> None:
         next_tick = next_watch = next_beat = 0.0
+        woken = False
         while not self._stop.is_set():
             now = time.monotonic()
-            if now >= next_watch or self._reload:
+            if now >= next_watch or self._reload or woken:
                 next_watch = now + self.cfg.watch_interval
                 self._watch()
             if self._dirty_since and now >= self._publish_due():
-                self._rebuild()
+                self._publish()
             if now >= next_tick:
                 next_tick = now + TICK
                 self.supervisor.tick()
@@ -112,35 +166,59 @@ class Runner:
             wake = min(next_tick, next_watch, next_beat)
             if self._dirty_since:
                 wake = min(wake, self._publish_due())
+            # Cleared before the next fingerprint read: an event after it wakes us again.
             try:
-                await asyncio.wait_for(self._stop.wait(), max(0.0, wake - time.monotonic()))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wake - time.monotonic()))
+                woken = True
             except asyncio.TimeoutError:
-                pass
+                woken = False
+            self._wake.clear()
 
     def _shutdown(self) -> None:
         log.info("stopping: draining workers", extra={"fields": {"deadline_s": self.cfg.drain_seconds}})
         self.admin.close()
+        if self.kubernetes:
+            self.source.close()
         # Workers get the drain time; SIGKILL one second after it.
         self.supervisor.stop(time.monotonic() + self.cfg.drain_seconds + 1.0)
         self.writer.close(unlink=True)
         log.info("stopped")
 
+    def _request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
     def _request_reload(self) -> None:
         self._reload = True
+        self._wake.set()
 
     # --- source → table --------------------------------------------------------------
 
     def _watch(self) -> None:
+        """Arm the hold-off when the source changed. The source is read into the
+        cache once, when the hold-off ends (``_publish``), however many events
+        came meanwhile: a burst costs one load."""
         forced, self._reload = self._reload, False
         fp = self.source.fingerprint()
         if fp == self._fingerprint and not forced:
             return
         if forced:
             log.info("SIGHUP: reloading the configuration")
+            self._forced = True
+        self._fingerprint = fp
+        now = time.monotonic()
+        self._dirty_since = self._dirty_since or now
+        self._dirty_last = now
+
+    def _publish(self) -> None:
+        """The hold-off is over: load, and rebuild if anything that matters changed."""
+        forced, self._forced = self._forced, False
         if self._load() or forced:
-            now = time.monotonic()
-            self._dirty_since = self._dirty_since or now
-            self._dirty_last = now
+            self._stale = True
+        if self._stale:
+            self._rebuild()
+        else:  # e.g. only a status or an unread annotation changed
+            self._dirty_since = self._dirty_last = 0.0
 
     def _load(self) -> bool:
         """Read the source into the cache; True if anything that matters changed."""
@@ -160,9 +238,13 @@ class Runner:
 
     def _rebuild(self) -> None:
         try:
-            result = translate(self.cache.objects(), default_class="fluxgate",
-                               ingress_http_port=self.cfg.ingress_http_port)
-            table = compile_table(result.ir, source=self.cfg.config)
+            # Kubernetes mode requires GatewayClass/IngressClass objects (controllerName
+            # checked); file mode serves FLUXGATE_GATEWAY_CLASS without one.
+            result = translate(self.cache.objects(),
+                               default_class=None if self.kubernetes else self.cfg.gateway_class,
+                               ingress_http_port=self.cfg.ingress_http_port,
+                               gateways=self.cfg.gateways or None)
+            table = compile_table(result.ir, source="kubernetes" if self.kubernetes else self.cfg.config)
             self.publisher.publish(table)
         except RingBusy as exc:
             log.warning("ring busy; will publish again shortly", extra={"fields": {"error": str(exc)}})
@@ -172,8 +254,10 @@ class Runner:
             # A bug must not take down the gateway: the live table keeps serving.
             log.exception("rebuild failed; the live table keeps serving")
             self._dirty_since = self._dirty_last = 0.0
+            self._stale = False
             return
         self._dirty_since = self._dirty_last = 0.0
+        self._stale = False
         self._log_status(result.status)
         self.supervisor.notify()
 
@@ -185,6 +269,8 @@ class Runner:
     # --- what the admin server shows --------------------------------------------------
 
     def ready(self) -> tuple[bool, str]:
+        if self.kubernetes and not self.source.synced:
+            return False, self.source.waiting()
         return self.supervisor.all_serving()
 
     def debug_config(self) -> dict:
@@ -197,6 +283,7 @@ class Runner:
             "checksum": self.publisher.last_checksum,
             "bytes": len(data),
             "workers": self.supervisor.describe(),
+            **({"watches": self.source.describe()} if self.kubernetes else {}),
             "table": table,
         }
 
