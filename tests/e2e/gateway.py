@@ -133,8 +133,13 @@ def write_config(path: Path, docs: list[dict]) -> None:
 class Gateway:
     """``fluxgate run`` as a real process tree (control + workers)."""
 
-    def __init__(self, config: Path, workers: int = 2, **env: str) -> None:
+    def __init__(self, config: Path, workers: int = 2, args: list[str] | None = None,
+                 **env: str) -> None:
+        """``config``: the --config path, and where the log goes (its directory).
+        ``args``: run ``fluxgate run ARGS`` instead of ``run --config CONFIG``
+        (e.g. ``["--kubernetes"]``)."""
         self.config = config
+        self.args = ["--config", str(config)] if args is None else list(args)
         self.admin_port = free_port()
         self.env = dict(os.environ)
         self.env = {k: v for k, v in self.env.items() if not k.startswith("FLUXGATE_")}
@@ -156,7 +161,7 @@ class Gateway:
         for attempt in range(3):
             self._log = open(self.log_path, "wb")
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "control.cli", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "control.cli", "run", *self.args],
                 env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
             )
             if not wait_ready:
