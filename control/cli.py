@@ -1,6 +1,7 @@
 """The ``fluxgate`` command.
 
   fluxgate run --config PATH     serve the Kubernetes objects in PATH (file mode)
+  fluxgate run --kubernetes      list and watch them on the Kubernetes API (read only)
   fluxgate demo                  run examples/quickstart.yaml with two echo backends
   fluxgate validate PATH         check the objects in PATH and print their conditions
   fluxgate version
@@ -35,7 +36,7 @@ DEMO_BACKENDS = (("v1", 18081), ("v2", 18082))  # the EndpointSlices in quicksta
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fluxgate", description="FluxGate API gateway")
     sub = ap.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="serve a configuration (file mode)")
+    run = sub.add_parser("run", help="serve a configuration (--config PATH, or --kubernetes)")
     configmod.add_flags(run)
     demo = sub.add_parser("demo", help="run the quick start with two built-in echo backends")
     configmod.add_flags(demo, tuple(n for n in (s.name for s in configmod.SETTINGS) if n != "config"))
