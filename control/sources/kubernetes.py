@@ -19,7 +19,8 @@ Rules (what must stay true):
   seen twice. A watch is re-listed:
   - on 410 Gone (an ``ApiException`` 410, or an ERROR event with code 410):
     its history is gone, only a fresh list is right; at once, no back-off;
-  - on any other ERROR event (after a back-off);
+  - on any other ERROR event, and on an error answer to a watch request
+    (after a back-off); a lost connection only resumes the watch;
   - every ``resync_seconds`` (jittered by up to 10 %): the watch asks the
     server to end the stream then (``timeoutSeconds``), and the re-list
     repairs any drift. A re-list changes only what differs (by
@@ -27,7 +28,8 @@ Rules (what must stay true):
 * Errors never end a watch thread: it backs off exponentially with jitter
   (``BACKOFF_BASE`` doubling up to ``BACKOFF_CAP``) and logs once per streak
   of failures (a warning), then once when it recovers. A watch that was
-  streaming and is cut resumes at once from its resourceVersion.
+  streaming and is cut resumes from its resourceVersion after a short pause
+  (a debug line; only a second failure in a row warns).
 * ``fingerprint()`` changes exactly when an event or re-list changed an
   object that can matter. A Secret matters only while a Gateway listener's
   ``tls.certificateRefs`` or an Ingress's ``spec.tls[].secretName`` (seen by
@@ -62,6 +64,7 @@ namespace and kind:
                   (``spec.ingressClassName`` or the legacy annotation) are
                   dropped here; class-less ones are kept (the default class)
   IngressClass    cluster-wide; ``metadata.name=<FLUXGATE_GATEWAY_CLASS>``
+                  (a shard's IngressClass is named like its GatewayClass)
   Namespace       cluster-wide, or ``metadata.name=<ns>`` per namespace
                   (their labels serve ``allowedRoutes.namespaces.selector``)
   Secret          ``type=kubernetes.io/tls`` only (what listeners and
@@ -97,6 +100,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from control.sources.files import KObject, Loaded
 from control.translate import validation
+from control.translate.resources import INGRESS_CLASS_ANNOTATION
 
 log = logging.getLogger("fluxgate.kubernetes")
 
@@ -108,7 +112,6 @@ WATCH_READ_GRACE = 15.0  # a watch silent this long past its timeoutSeconds is d
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 30.0
 TLS_SECRET_TYPE = "kubernetes.io/tls"
-INGRESS_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 
 _GATEWAY_GROUP = "gateway.networking.k8s.io"
 _FLUXGATE_GROUP = "fluxgate.io"
@@ -139,9 +142,6 @@ SERVICE = Kind("Service", "", "v1", "services", True)
 ENDPOINT_SLICE = Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True)
 NAMESPACE = Kind("Namespace", "", "v1", "namespaces", False)
 SECRET = Kind("Secret", "", "v1", "secrets", True)
-
-ALL_KINDS = (GATEWAY_CLASS, GATEWAY, HTTP_ROUTE, REFERENCE_GRANT, FLUXGATE_ROUTE, INGRESS,
-             INGRESS_CLASS, SERVICE, ENDPOINT_SLICE, NAMESPACE, SECRET)
 
 # Built-in kinds: (API class, method for all namespaces / cluster, method per namespace).
 _BUILTIN_CALLS = {
@@ -487,6 +487,9 @@ class KubernetesSource:
         except ApiException as exc:
             if exc.status == 410:  # some servers answer a too-old watch with a 410 response
                 raise Gone(f"watch: {exc.reason}") from None
+            # An answer, not a lost connection: the version itself may be the problem
+            # (504 "too large resource version" after a restore): list again.
+            w.rv = None
             raise
         w.response = resp
         w.watches += 1

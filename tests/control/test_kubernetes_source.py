@@ -16,6 +16,7 @@ import pytest
 from kubernetes import client
 
 from control.cache import ObjectCache
+from control.translate import validation
 from control.sources.kubernetes import (GATEWAY, NAMESPACE, SECRET, KubernetesSource, Settings,
                                         plan, secret_refs)
 from tests.kubeapi import KubeAPIServer
@@ -269,6 +270,13 @@ def test_kubernetes_source_ingress_of_another_class_is_dropped(kube, sources):
 
 
 # --- sharding ------------------------------------------------------------------------------
+
+
+def test_plan_watches_every_kind_the_translator_reads():
+    watched = {(s.kind.api_version, s.kind.kind) for s in plan(Settings())}
+    read = set(validation.KINDS)
+    assert {kind for _, kind in read} <= {kind for _, kind in watched}
+    assert watched - {("v1", "Secret")} <= read  # each at a version the cache parses
 
 
 def test_plan_selects_by_name_and_namespace():
