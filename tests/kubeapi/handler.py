@@ -42,6 +42,9 @@ _TRUE = ("true", "1")
 class HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # A gateway opens a dozen watches at once; socketserver's default backlog
+    # of 5 would make some wait for a SYN retry (a second).
+    request_queue_size = 128
 
     def __init__(self, address, handler, api):
         """``api`` is the KubeAPIServer whose registry and store the handlers use."""
