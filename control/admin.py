@@ -33,24 +33,38 @@ READ_TIMEOUT = 5.0
 
 
 class Admin:
-    """Serves what ``state`` (the runner) knows; owns no state of its own."""
+    """Serves what ``state`` (the runner) knows; owns no state of its own.
 
-    def __init__(self, state, address: str, port: int) -> None:
+    ``debug`` and ``collector`` let another process (``fluxgate controller``)
+    serve its own: ``debug`` maps paths to functions returning JSON data (they
+    replace the runner's /debug/* pages), ``collector`` is a Prometheus
+    collector (it replaces the runner's metrics). /healthz, /readyz
+    (``state.ready()``) and /metrics are always there.
+    """
+
+    def __init__(self, state, address: str, port: int, *,
+                 debug: dict[str, Callable[[], object]] | None = None, collector=None) -> None:
         self.state = state
         self.address = address
         self.port = port
         self.server: asyncio.AbstractServer | None = None
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(state))
+        self.registry.register(collector if collector is not None else _Collector(state))
         self.routes: dict[str, Callable[[dict], tuple[int, str, bytes]]] = {
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/metrics": self._metrics,
-            "/debug/config": lambda q: _json(200, state.debug_config()),
-            "/debug/status": lambda q: _json(200, state.debug_status()),
-            "/debug/workers": lambda q: _json(200, state.supervisor.describe()),
-            "/debug/route": self._route,
         }
+        if debug is None:
+            self.routes.update({
+                "/debug/config": lambda q: _json(200, state.debug_config()),
+                "/debug/status": lambda q: _json(200, state.debug_status()),
+                "/debug/workers": lambda q: _json(200, state.supervisor.describe()),
+                "/debug/route": self._route,
+            })
+        else:
+            for path, page in debug.items():
+                self.routes[path] = lambda q, page=page: _json(200, page())
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(

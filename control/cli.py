@@ -2,6 +2,7 @@
 
   fluxgate run --config PATH     serve the Kubernetes objects in PATH (file mode)
   fluxgate run --kubernetes      list and watch them on the Kubernetes API (read only)
+  fluxgate controller            the control plane: leader writes status; admission webhook
   fluxgate demo                  run examples/quickstart.yaml with two echo backends
   fluxgate validate PATH         check the objects in PATH and print their conditions
   fluxgate version
@@ -33,11 +34,27 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_BACKENDS = (("v1", 18081), ("v2", 18082))  # the EndpointSlices in quickstart.yaml
 
 
+# The settings `fluxgate controller` reads (others are accepted and ignored).
+CONTROLLER_SETTINGS = (
+    "kubeconfig", "resync_seconds", "watch_namespaces", "admin_address", "admin_port",
+    "ingress_http_port", "holdoff_ms", "holdoff_max_ms", "lease_namespace", "lease_duration",
+    "lease_renew_deadline", "lease_retry_period", "pod_name", "webhook_address", "webhook_port",
+    "webhook_cert", "webhook_key", "ingress_status_address", "log_level", "log_format",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fluxgate", description="FluxGate API gateway")
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="serve a configuration (--config PATH, or --kubernetes)")
     configmod.add_flags(run)
+    ctl = sub.add_parser(
+        "controller", help="the control plane: write status (leader) and serve the admission webhook",
+        description="List and watch every shard's objects on the Kubernetes API, translate them,\n"
+        "write their status (the leader of the Lease fluxgate-controller only) and serve\n"
+        "the validating admission webhook (when FLUXGATE_WEBHOOK_CERT/KEY are set).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    configmod.add_flags(ctl, CONTROLLER_SETTINGS)
     demo = sub.add_parser("demo", help="run the quick start with two built-in echo backends")
     configmod.add_flags(demo, tuple(n for n in (s.name for s in configmod.SETTINGS) if n != "config"))
     sub.add_parser("version", help="print the version")
@@ -72,7 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fluxgate: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logfmt.setup("control", cfg.log_level, cfg.log_format)
+    if args.command == "controller" and cfg.config:
+        print("fluxgate: configuration error: FLUXGATE_CONFIG (--config) is for `fluxgate run`; "
+              "the controller reads the Kubernetes API only", file=sys.stderr)
+        return EXIT_CONFIG
+    logfmt.setup("controller" if args.command == "controller" else "control", cfg.log_level,
+                 cfg.log_format)
+    if args.command == "controller":
+        return _controller(cfg)
     if args.command == "demo":
         return _demo(cfg)
     return _run(cfg)
@@ -88,6 +112,17 @@ def _run(cfg: Config) -> int:
         print(f"fluxgate: cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return uvloop.run(runner.run())
+
+
+def _controller(cfg: Config) -> int:
+    from control.controller import Controller  # after logging is set up
+
+    try:
+        controller = Controller(cfg)
+    except ConfigError as exc:
+        print(f"fluxgate: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return uvloop.run(controller.run())
 
 
 def _demo(cfg: Config) -> int:

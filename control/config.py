@@ -132,6 +132,32 @@ def _gateway_class(text: str) -> str:
     return _subdomain_name(text.strip(), "GatewayClass name")
 
 
+def _optional_namespace(text: str) -> str:
+    text = text.strip()
+    return _namespace_name(text) if text else ""
+
+
+def _pod_name(text: str) -> str:
+    text = text.strip()
+    return _subdomain_name(text, "pod name") if text else ""
+
+
+def _status_address(text: str) -> str:
+    """An IP address or a DNS name (Ingress ``status.loadBalancer.ingress``)."""
+    text = text.strip()
+    if not text:
+        return ""
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        return _subdomain_name(text, "IP address or hostname")
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+DEFAULT_LEASE_NAMESPACE = "fluxgate-system"
+
+
 @dataclass(frozen=True)
 class Config:
     """Every setting, its default and bounds. Fields are the single source."""
@@ -149,6 +175,27 @@ class Config:
                                   " shard serves")
     watch_namespaces: tuple = _setting((), _namespaces, "Kubernetes mode: watch only these namespaces"
                                        " (comma-separated); default: all")
+    # --- `fluxgate controller` (issue 5): leader election, status, admission webhook ---
+    lease_namespace: str = _setting("", _optional_namespace, "controller: namespace of the leader"
+                                    " election Lease (default: the pod's namespace in a cluster,"
+                                    " else fluxgate-system)")
+    lease_duration: int = _setting(15, int, "controller: a leader that stops renewing is replaced after"
+                                   " this long (whole s)", 1, 3600)
+    lease_renew_deadline: float = _setting(10.0, float, "controller: a leader that cannot renew for this"
+                                           " long stops writing (s; < lease duration)", 0.01, 3600)
+    lease_retry_period: float = _setting(2.0, float, "controller: renew / try to acquire the Lease this"
+                                         " often (s; < renew deadline / 1.2)", 0.01, 600)
+    pod_name: str = _setting("", _pod_name, "controller: this replica's identity in the Lease (default:"
+                             " hostname and pid; set it from the downward API metadata.name)")
+    webhook_address: str = _setting("0.0.0.0", _address, "controller: address of the admission webhook"
+                                    " (HTTPS)")
+    webhook_port: int = _setting(9443, int, "controller: admission webhook port", 1, 65535)
+    webhook_cert: str = _setting("", str, "controller: PEM certificate of the webhook (with"
+                                 " --webhook-key; neither: no webhook)")
+    webhook_key: str = _setting("", str, "controller: PEM private key of the webhook")
+    ingress_status_address: str = _setting("", _status_address, "controller: IP or hostname written to"
+                                           " accepted Ingresses' status.loadBalancer (default: Ingress"
+                                           " status is left alone)")
     shard: str = _setting("", _shard, "shard name; names the shared memory (default: derived from --config)")
     workers: int = _setting(0, int, "worker processes (0: one per CPU)", 0, ring.MAX_WORKERS)
     bind_address: str = _setting("0.0.0.0", _address, "address listeners bind unless a Gateway names one")
@@ -240,6 +287,23 @@ class Config:
                 f"FLUXGATE_MAX_REQUEST_LINE_BYTES ({self.max_request_line_bytes}) must be at most "
                 f"FLUXGATE_MAX_HEADER_BYTES ({self.max_header_bytes}): the line is part of the head"
             )
+        if not self.lease_renew_deadline < self.lease_duration:
+            raise ConfigError(
+                f"FLUXGATE_LEASE_RENEW_DEADLINE ({self.lease_renew_deadline:g}) must be less than "
+                f"FLUXGATE_LEASE_DURATION ({self.lease_duration}): a leader must stop writing before "
+                "another replica may take the Lease"
+            )
+        if not self.lease_renew_deadline > 1.2 * self.lease_retry_period:
+            raise ConfigError(
+                f"FLUXGATE_LEASE_RETRY_PERIOD ({self.lease_retry_period:g}) must be less than "
+                f"FLUXGATE_LEASE_RENEW_DEADLINE ({self.lease_renew_deadline:g}) / 1.2: a leader needs "
+                "room for a retry (with jitter) before its deadline"
+            )
+        if bool(self.webhook_cert) != bool(self.webhook_key):
+            given, missing = (("FLUXGATE_WEBHOOK_CERT", "FLUXGATE_WEBHOOK_KEY") if self.webhook_cert
+                              else ("FLUXGATE_WEBHOOK_KEY", "FLUXGATE_WEBHOOK_CERT"))
+            raise ConfigError(f"{given} is set but {missing} is not: the webhook needs both "
+                              "(or neither: no webhook)")
         if self.holdoff_max_ms < self.holdoff_ms:
             raise ConfigError(
                 f"FLUXGATE_HOLDOFF_MAX_MS ({self.holdoff_max_ms}) must be at least "
@@ -247,6 +311,37 @@ class Config:
             )
 
     # --- derived values ----------------------------------------------------------
+
+    @property
+    def controller_lease_namespace(self) -> str:
+        """FLUXGATE_LEASE_NAMESPACE, else the pod's namespace (in a cluster), else
+        fluxgate-system."""
+        if self.lease_namespace:
+            return self.lease_namespace
+        try:
+            with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+                found = f.read().strip()
+        except OSError:
+            found = ""
+        return found or DEFAULT_LEASE_NAMESPACE
+
+    @property
+    def controller_identity(self) -> str:
+        """FLUXGATE_POD_NAME, else hostname and pid (unique per process)."""
+        import socket
+
+        return self.pod_name or f"{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def ingress_load_balancer(self) -> list[dict] | None:
+        """``status.loadBalancer.ingress`` for accepted Ingresses (None: leave alone)."""
+        if not self.ingress_status_address:
+            return None
+        try:
+            ipaddress.ip_address(self.ingress_status_address)
+            return [{"ip": self.ingress_status_address}]
+        except ValueError:
+            return [{"hostname": self.ingress_status_address}]
 
     @property
     def worker_count(self) -> int:

@@ -1,0 +1,381 @@
+"""``fluxgate controller``: the control-plane Deployment (status, admission, one leader).
+
+Several replicas run; each lists and watches every shard's objects, translates
+them like a data-plane pod would, and serves the validating admission webhook.
+One of them, the leader by a coordination.k8s.io/v1 Lease, writes status.
+
+Rules:
+
+* Same pipeline as ``fluxgate run --kubernetes`` (runner.py) up to the
+  StatusReport: KubernetesSource → ObjectCache → ``translate`` after the
+  hold-off (FLUXGATE_HOLDOFF_MS, at most FLUXGATE_HOLDOFF_MAX_MS after the
+  first change), with ``default_class=None`` (a GatewayClass object is
+  required) and no shard filter: every Gateway of every GatewayClass whose
+  controllerName is FluxGate's, every Ingress of an IngressClass of ours.
+  FLUXGATE_WATCH_NAMESPACES still limits what is watched. No ring, no
+  workers, nothing published.
+* Only the leader writes (``StatusWriter(allowed=elector.is_leader)``: a
+  leader that loses the Lease mid-pass stops at the next object). A pass runs
+  after every translation, one at a time, in a thread (``asyncio.to_thread``),
+  so the loop keeps serving admin and webhook requests. When this replica
+  starts leading, the writer forgets what it settled and runs a full pass (it
+  re-reads every object, writes only what differs); a full pass also runs
+  every FLUXGATE_RESYNC_SECONDS and repairs status that someone else changed.
+* Followers run the same source and translation (a warm cache), so a new
+  leader's first pass starts at once, within one lease duration of the old
+  leader's last renewal.
+* Every replica serves the webhook (webhook.py) when FLUXGATE_WEBHOOK_CERT and
+  FLUXGATE_WEBHOOK_KEY are set; the admin server (FLUXGATE_ADMIN_PORT)
+  serves /healthz, /readyz (every initial list done and the webhook, if
+  configured, listening), /metrics and /debug/status, /debug/watches.
+* SIGTERM/SIGINT: the elector steps down and releases the Lease (a follower
+  takes over at its next retry), a pass under way finishes or stops at its
+  next write, then everything closes.
+
+Theory of operation: one asyncio loop owns all state; watch threads and the
+elector's thread only wake it (``call_soon_threadsafe``). The loop's state
+machine: fingerprint changed → arm the hold-off → at its end load the cache
+and translate if anything mattered → ask for a pass → start it when leading
+and no pass runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import ssl
+import time
+
+from kubernetes import client
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from control.admin import Admin
+from control.cache import ObjectCache
+from control.config import Config, ConfigError
+from control.leader import LeaderElector
+from control.sources import kubernetes as kube
+from control.status_writer import PassResult, StatusWriter
+from control.translate import translate
+from control.webhook import Webhook
+
+log = logging.getLogger("fluxgate.controller")
+
+LEASE_NAME = "fluxgate-controller"
+EXIT_CONFIG = 2
+STOP_PASS_WAIT = 10.0  # on stop, how long a pass under way may take to finish
+
+
+def controller_plan(settings: kube.Settings) -> list[kube.WatchSpec]:
+    """The watches of the controller: a shard's (``kube.plan``) widened to every shard.
+
+    Every GatewayClass (translate accepts those whose controllerName is ours),
+    every Ingress and every IngressClass (translate keeps the Ingresses of
+    classes whose controller is ours).
+    """
+    out = []
+    for spec in kube.plan(dataclasses.replace(settings, gateways=())):
+        if spec.kind in (kube.GATEWAY_CLASS, kube.INGRESS_CLASS):
+            spec = dataclasses.replace(spec, field_selector="")
+        elif spec.kind == kube.INGRESS:
+            spec = dataclasses.replace(spec, keep=None, keep_doc="")
+        out.append(spec)
+    return out
+
+
+class ControllerSource(kube.KubernetesSource):
+    """A KubernetesSource that watches every shard's objects (``controller_plan``)."""
+
+    def __init__(self, configuration: client.Configuration, settings: kube.Settings, **kw) -> None:
+        super().__init__(configuration, settings, **kw)
+        # Same kinds and scopes as a shard's plan, so the pool the parent sized fits.
+        self._watches = [kube._Watch(spec) for spec in controller_plan(settings)]
+
+
+class Controller:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.source = ControllerSource.from_config(cfg)
+        configuration = self.source.api_client.configuration
+        self.identity = cfg.controller_identity
+        self.lease_namespace = cfg.controller_lease_namespace
+        self._leader_client = client.ApiClient(configuration)
+        self._status_client = client.ApiClient(configuration)
+        try:
+            self.elector = LeaderElector(
+                client.CoordinationV1Api(self._leader_client), LEASE_NAME, self.lease_namespace,
+                self.identity, lease_duration=cfg.lease_duration,
+                renew_deadline=cfg.lease_renew_deadline, retry_period=cfg.lease_retry_period,
+                on_started_leading=lambda: self._from_thread(self._started_leading),
+                on_stopped_leading=lambda: self._from_thread(self._stopped_leading),
+                on_new_leader=None)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.writer = StatusWriter(self._status_client,
+                                   ingress_load_balancer=cfg.ingress_load_balancer,
+                                   allowed=lambda: self.elector.is_leader)
+        self.webhook: Webhook | None = None
+        if cfg.webhook_cert:
+            try:
+                self.webhook = Webhook(cfg.webhook_address, cfg.webhook_port, cfg.webhook_cert,
+                                       cfg.webhook_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"FLUXGATE_WEBHOOK_CERT={cfg.webhook_cert!r} / FLUXGATE_WEBHOOK_KEY="
+                                  f"{cfg.webhook_key!r}: cannot load the certificate and key: "
+                                  f"{exc}") from None
+        self.admin = Admin(self, cfg.admin_address, cfg.admin_port, collector=_Collector(self), debug={
+            "/debug/status": self.debug_status, "/debug/watches": self.source.describe})
+        self.cache = ObjectCache()
+        self.status = None  # the last StatusReport
+        self.translations = 0
+        self.config_errors = 0
+        self.passes = 0
+        self.full_passes = 0
+        self.status_writes = 0
+        self.status_conflicts = 0
+        self.status_failed = 0
+        self.last_pass: PassResult | None = None
+        self._fingerprint = None
+        self._dirty_since = 0.0
+        self._dirty_last = 0.0
+        self._pass_wanted = False  # a translation no pass has written yet
+        self._new_term = False  # started leading: forget, then a full pass
+        self._next_full = 0.0
+        self._pass: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.exit_code = 0
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self._loop = loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop)
+        try:
+            if not await self._start_servers():
+                return self.exit_code
+            self.source.start(lambda: loop.call_soon_threadsafe(self._wake.set))
+            self.elector.start()
+            log.info("controller started", extra={"fields": {
+                "identity": self.identity, "lease": f"{self.lease_namespace}/{LEASE_NAME}",
+                "source": f"kubernetes {self.source.host}",
+                "admin": f"{self.cfg.admin_address}:{self.cfg.admin_port}",
+                "webhook": f"{self.cfg.webhook_address}:{self.webhook.port}" if self.webhook else "off"}})
+            await self._run_loop()
+        finally:
+            await self._shutdown()
+        return self.exit_code
+
+    async def _start_servers(self) -> bool:
+        servers = [("admin server", self.admin, f"{self.cfg.admin_address}:{self.cfg.admin_port}")]
+        if self.webhook is not None:
+            servers.append(("webhook", self.webhook, f"{self.cfg.webhook_address}:{self.cfg.webhook_port}"))
+        for what, server, where in servers:
+            try:
+                await server.start()
+            except OSError as exc:
+                log.error(f"cannot start the {what}", extra={"fields": {
+                    "address": where, "error": str(exc)}})
+                self.exit_code = EXIT_CONFIG
+                return False
+        return True
+
+    async def _run_loop(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            fp = self.source.fingerprint()
+            if fp != self._fingerprint:
+                self._fingerprint = fp
+                self._dirty_since = self._dirty_since or now
+                self._dirty_last = now
+            if self._dirty_since and self.source.synced and now >= self._translate_due():
+                self._translate()
+            self._maybe_pass(now)
+            wake = now + 1.0
+            if self._dirty_since and self.source.synced:
+                wake = min(wake, self._translate_due())
+            if self.elector.is_leader and self.status is not None and self._pass is None:
+                wake = min(wake, self._next_full)
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wake - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def _shutdown(self) -> None:
+        log.info("stopping")
+        # Step down first: a pass under way stops at its next write.
+        await asyncio.to_thread(self.elector.stop)
+        if self._pass is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._pass), STOP_PASS_WAIT)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        if self.webhook is not None:
+            self.webhook.close()
+        self.admin.close()
+        await asyncio.to_thread(self.source.close)
+        self._leader_client.close()
+        self._status_client.close()
+        log.info("stopped")
+
+    def _request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _from_thread(self, fn) -> None:
+        """Run ``fn`` on the loop (the elector's callbacks come from its thread)."""
+        if self._loop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(fn)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def _started_leading(self) -> None:
+        self._new_term = True
+        self._wake.set()
+
+    def _stopped_leading(self) -> None:
+        self._wake.set()
+
+    # --- source → report ------------------------------------------------------------------
+
+    def _translate_due(self) -> float:
+        return min(self._dirty_last + self.cfg.holdoff_ms / 1000.0,
+                   self._dirty_since + self.cfg.holdoff_max_ms / 1000.0)
+
+    def _translate(self) -> None:
+        self._dirty_since = self._dirty_last = 0.0
+        self._fingerprint = self.source.fingerprint()
+        changed = self.cache.apply(self.source.load())
+        for err in self.cache.errors:
+            self.config_errors += 1
+            log.error("object rejected; keeping its last good version", extra={"fields": {
+                "error": str(err)}})
+        if not changed and self.status is not None:
+            return  # e.g. only a status we wrote changed
+        try:
+            result = translate(self.cache.objects(), default_class=None,
+                               ingress_http_port=self.cfg.ingress_http_port)
+        except Exception:
+            log.exception("translation failed; status stays as it is")
+            return
+        self.translations += 1
+        old, self.status = self.status, result.status
+        for line in result.status.changes_since(old):
+            log.info("status: " + line)
+        self._pass_wanted = True
+
+    # --- report → API (leader only) -------------------------------------------------------
+
+    def _maybe_pass(self, now: float) -> None:
+        if self._pass is not None or self.status is None or not self.elector.is_leader:
+            return
+        full = False
+        if self._new_term:
+            self._new_term = False
+            self.writer.forget()  # safe: no pass runs
+            full = True
+        elif now >= self._next_full:
+            full = True
+        elif not self._pass_wanted:
+            return
+        self._pass_wanted = False
+        if full:
+            self._next_full = now + self.cfg.resync_seconds
+        self._pass = asyncio.get_running_loop().create_task(self._write(self.status, full))
+
+    async def _write(self, report, full: bool) -> None:
+        try:
+            result = await asyncio.to_thread(self.writer.write, report, full=full)
+        except Exception:
+            log.exception("status pass failed")
+            self._pass_wanted = True
+            result = None
+        finally:
+            self._pass = None
+            self._wake.set()
+        if result is None:
+            return
+        self.passes += 1
+        self.full_passes += full
+        self.status_writes += result.writes
+        self.status_conflicts += result.conflicts
+        self.status_failed += result.failed
+        self.last_pass = result
+        if result.failed and self.elector.is_leader:
+            self._pass_wanted = True  # failed objects are not settled: try again
+
+    # --- what the admin server shows --------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.source.synced:
+            return False, self.source.waiting()
+        if self.webhook is not None and self.webhook.server is None:
+            return False, "the webhook is not listening yet"
+        return True, f"ready ({'leader' if self.elector.is_leader else 'follower'})"
+
+    def debug_status(self) -> dict:
+        report = self.status.to_builtins() if self.status is not None else {"objects": [], "notes": []}
+        last = dataclasses.asdict(self.last_pass) if self.last_pass is not None else None
+        return {
+            "identity": self.identity,
+            "leader": self.elector.is_leader,
+            "holder": self.elector.leader,
+            "lease": f"{self.lease_namespace}/{LEASE_NAME}",
+            "translations": self.translations,
+            "passes": self.passes,
+            "status_writes": self.status_writes,
+            "last_pass": last,
+            **report,
+        }
+
+
+class _Collector:
+    """The controller's numbers, read at scrape time."""
+
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+
+    def collect(self):
+        c = self.ctl
+        g = GaugeMetricFamily("fluxgate_controller_leader", "1 while this replica leads (writes status)")
+        g.add_metric([], 1 if c.elector.is_leader else 0)
+        yield g
+        m = CounterMetricFamily("fluxgate_controller_terms", "Times this replica became the leader")
+        m.add_metric([], c.elector.terms)
+        yield m
+        m = CounterMetricFamily("fluxgate_controller_lease_conflicts", "Lease writes lost to another replica (409)")
+        m.add_metric([], c.elector.conflicts)
+        yield m
+        m = CounterMetricFamily("fluxgate_controller_translations", "Translations of the watched objects")
+        m.add_metric([], c.translations)
+        yield m
+        m = CounterMetricFamily("fluxgate_config_errors", "Objects rejected")
+        m.add_metric([], c.config_errors)
+        yield m
+        m = CounterMetricFamily("fluxgate_status_passes", "Status passes", labels=["kind"])
+        m.add_metric(["incremental"], c.passes - c.full_passes)
+        m.add_metric(["full"], c.full_passes)
+        yield m
+        m = CounterMetricFamily("fluxgate_status_writes", "Status writes that succeeded")
+        m.add_metric([], c.status_writes)
+        yield m
+        m = CounterMetricFamily("fluxgate_status_conflicts", "Status writes answered 409 (re-read, retried)")
+        m.add_metric([], c.status_conflicts)
+        yield m
+        m = CounterMetricFamily("fluxgate_status_failures", "Objects whose status could not be written")
+        m.add_metric([], c.status_failed)
+        yield m
+        g = GaugeMetricFamily("fluxgate_kubernetes_synced", "1 once every watch has listed")
+        g.add_metric([], 1 if c.source.synced else 0)
+        yield g
+        if c.webhook is not None:
+            m = CounterMetricFamily("fluxgate_webhook_reviews", "AdmissionReviews answered", labels=["allowed"])
+            m.add_metric(["true"], c.webhook.reviews - c.webhook.denied)
+            m.add_metric(["false"], c.webhook.denied)
+            yield m
