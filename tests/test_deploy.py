@@ -49,3 +49,58 @@ def test_deploy_kubernetes_shard_is_read_only():
     spec = deployment["spec"]["template"]["spec"]
     assert spec["containers"][0]["args"] == ["run", "--kubernetes"]
     assert spec["serviceAccountName"] == [d for d in docs if d["kind"] == "ServiceAccount"][0]["metadata"]["name"]
+
+
+def test_deploy_controller_writes_only_status_and_its_lease_and_registers_the_webhook():
+    docs = _render(ROOT / "deploy/controller")
+    by_kind: dict[str, list[dict]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    (deployment,) = by_kind["Deployment"]
+    assert deployment["spec"]["replicas"] == 3
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["args"] == ["controller"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["FLUXGATE_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert {"FLUXGATE_WEBHOOK_CERT", "FLUXGATE_WEBHOOK_KEY"} <= set(env)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["webhook"] == int(env["FLUXGATE_WEBHOOK_PORT"]["value"])
+    (account,) = by_kind["ServiceAccount"]
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
+
+    # Cluster-wide: read everything, write only status subresources.
+    (role,) = by_kind["ClusterRole"]
+    for rule in role["rules"]:
+        if set(rule["verbs"]) - {"get", "list", "watch"}:
+            assert all(r.endswith("/status") for r in rule["resources"]), rule
+            assert set(rule["verbs"]) <= {"get", "update", "patch"}
+    written = {r for rule in role["rules"] for r in rule["resources"] if "update" in rule["verbs"]}
+    assert written == {"gatewayclasses/status", "gateways/status", "httproutes/status",
+                       "fluxgateroutes/status", "ingresses/status"}
+    # Leases only in its own namespace.
+    (lease_role,) = by_kind["Role"]
+    assert lease_role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                    "verbs": ["get", "create", "update"]}]
+    namespace = deployment["metadata"]["namespace"]
+    assert lease_role["metadata"]["namespace"] == namespace
+
+    # The webhook: the Service selects the pods; cert-manager injects the CA.
+    (service,) = by_kind["Service"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (hook_config,) = by_kind["ValidatingWebhookConfiguration"]
+    (certificate,) = by_kind["Certificate"]
+    assert hook_config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{namespace}/{certificate['metadata']['name']}")
+    (hook,) = hook_config["webhooks"]
+    assert hook["failurePolicy"] == "Fail" and hook["clientConfig"]["service"]["path"] == "/validate"
+    assert hook["clientConfig"]["service"]["name"] == service["metadata"]["name"]
+    assert hook["clientConfig"]["service"]["namespace"] == namespace
+    assert f"{service['metadata']['name']}.{namespace}.svc" in certificate["spec"]["dnsNames"]
+    resources = {(g, r) for rule in hook["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert resources == {("gateway.networking.k8s.io", r) for r in
+                         ("gateways", "httproutes", "gatewayclasses", "referencegrants")} | {
+        ("fluxgate.io", "fluxgateroutes"), ("networking.k8s.io", "ingresses")}
+    mounted = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    assert certificate["spec"]["secretName"] in mounted
