@@ -17,13 +17,17 @@ plus the entries it must keep, then compares typed objects with the previous
 map. Typed resources hold only the fields FluxGate reads, so a change to
 ``status`` or to an annotation FluxGate ignores compares equal and ``apply``
 returns False: no rebuild, no publish. (Annotations FluxGate reads - those
-under ``fluxgate.io/`` and the Ingress class ones - do count.) The cache never raises on bad input; everything wrong is
+under ``fluxgate.io/`` and the Ingress class ones - do count.) ``apply_changes``
+is the incremental form for a source that knows what changed (Kubernetes):
+it parses only those objects, so a change costs its own size, not the
+cache's. The cache never raises on bad input; everything wrong is
 in ``errors`` and ``warnings`` (loader findings included) for the caller to log.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Iterable
 
 from control.sources.files import KObject, Loaded, LoadError, location
 from control.translate import validation
@@ -49,6 +53,7 @@ class ObjectCache:
 
     def __init__(self) -> None:
         self._entries: dict[ObjectKey, Entry] = {}
+        self._sorted: tuple[Resource, ...] | None = None  # objects(), until the next change
         self.errors: tuple[LoadError, ...] = ()  # of the last apply
         self.warnings: tuple[LoadError, ...] = ()
 
@@ -67,7 +72,48 @@ class ObjectCache:
 
     def objects(self) -> tuple[Resource, ...]:
         """Every current object, sorted by key (translate's input)."""
-        return tuple(self._entries[k].resource for k in sorted(self._entries))
+        if self._sorted is None:
+            self._sorted = tuple(self._entries[k].resource for k in sorted(self._entries))
+        return self._sorted
+
+    def apply_changes(self, upserts: Iterable[KObject], deletes: Iterable[KObject] = ()) -> bool:
+        """Take in only what changed (a source that knows it, e.g.
+        ``KubernetesSource.changes()``): parse ``upserts``, drop ``deletes``
+        (identified by kind, namespace and name); every other entry stays as it
+        is, unparsed. True if any object that matters changed. The rules are
+        ``apply``'s for a source whose objects have unique keys (an invalid new
+        version keeps the last good one, an unsupported kind is a warning);
+        ``errors`` and ``warnings`` are this call's only."""
+        errors: list[LoadError] = []
+        warnings: list[LoadError] = []
+        changed = False
+        for obj in deletes:
+            key = validation.identify(obj)
+            if key is not None and self._entries.pop(key, None) is not None:
+                changed = True
+        for obj in upserts:
+            key = validation.identify(obj)
+            if key is None:
+                warnings.append(_problem(obj, None, "ignored: unsupported kind "
+                                         f"{obj.kind} ({obj.api_version})", "warning"))
+                continue
+            last = self._entries.get(key)
+            try:
+                resource = validation.parse(obj)
+            except validation.Invalid as exc:
+                if last is None:
+                    errors.append(_problem(obj, key, f"rejected: {exc}"))
+                else:
+                    errors.append(_problem(obj, key, f"rejected, keeping the last good version: {exc}"))
+                continue
+            if last is None or last.resource != resource:
+                changed = True
+            self._entries[key] = Entry(resource, obj.file, obj.document, obj.item)
+        if changed:
+            self._sorted = None
+        self.errors = tuple(errors)
+        self.warnings = tuple(warnings)
+        return changed
 
     def apply(self, loaded: Loaded) -> bool:
         """Take in a new load; True if any object that matters changed."""
@@ -119,6 +165,7 @@ class ObjectCache:
 
         changed = _resources(entries) != _resources(self._entries)
         self._entries = entries
+        self._sorted = None
         self.errors = tuple(errors)
         self.warnings = tuple(warnings)
         return changed

@@ -223,7 +223,12 @@ class Runner:
     def _load(self) -> bool:
         """Read the source into the cache; True if anything that matters changed."""
         self._fingerprint = self.source.fingerprint()
-        changed = self.cache.apply(self.source.load())
+        if self.kubernetes:
+            # Only what changed since the last load is parsed (not every object).
+            changes = self.source.changes()
+            changed = self.cache.apply_changes(changes.upserts, changes.deletes)
+        else:
+            changed = self.cache.apply(self.source.load())
         for err in self.cache.errors:
             self.config_errors += 1
             log.error("config rejected; keeping the last good version", extra={"fields": {

@@ -119,6 +119,14 @@ _CUSTOM_GROUPS = (_GATEWAY_GROUP, _FLUXGATE_GROUP)
 
 
 @dataclass(frozen=True)
+class Changes:
+    """``KubernetesSource.changes()``: objects to (re)read and objects gone."""
+
+    upserts: list[KObject]
+    deletes: list[KObject]
+
+
+@dataclass(frozen=True)
 class Kind:
     kind: str
     group: str
@@ -299,6 +307,10 @@ class KubernetesSource:
         self._generation = 0
         self._refs: dict[tuple[str, str, str], frozenset[tuple[str, str]]] = {}  # per Gateway/Ingress
         self._ref_counts: Counter[tuple[str, str]] = Counter()
+        # For changes(): the objects changed since the last call, by (kind, ns, name):
+        # the raw object now, or the last one seen when it was deleted (None: dropped).
+        self._dirty: dict[tuple[str, str, str], tuple[dict, bool]] = {}
+        self._delivered_secrets: dict[tuple[str, str], dict] = {}  # Secrets changes() handed out
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._on_change: Callable[[], None] = lambda: None
@@ -402,6 +414,41 @@ class KubernetesSource:
             objects.extend((kind, key, raw) for key, raw in items)
         objects.sort(key=lambda o: (o[0], o[1]))
         return Loaded(objects=[KObject(raw, FILE, 0) for _, _, raw in objects], files=[FILE])
+
+    def changes(self) -> Changes:
+        """What changed since the last call (the first call: every object), as
+        ``load()`` would show it: ``upserts`` are the objects to (re)read,
+        ``deletes`` those gone (their last version, for the key). Applying every
+        ``changes()`` in turn to an ``ObjectCache`` (``apply_changes``) leaves it
+        as ``apply(load())`` would. Cost: the changed objects, not all of them."""
+        read_secrets = ("v1", "Secret") in validation.KINDS
+        with self._lock:
+            dirty, self._dirty = self._dirty, {}
+            upserts: dict[tuple[str, str, str], dict] = {}
+            deletes: dict[tuple[str, str, str], dict] = {}
+            for (kind, ns, name), (raw, present) in dirty.items():
+                if kind == "Secret":
+                    continue
+                (upserts if present else deletes)[(kind, ns, name)] = raw
+            if read_secrets:
+                # A Secret is in load() while it exists and is referenced: compare
+                # with what was handed out, for the dirty ones and every reference.
+                now: dict[tuple[str, str], dict] = {}
+                for w in self._watches:
+                    if w.spec.kind.kind == "Secret":
+                        for key in self._ref_counts:
+                            raw = w.objects.get(key)
+                            if raw is not None:
+                                now[key] = raw
+                for key, raw in now.items():
+                    if self._delivered_secrets.get(key) is not raw or ("Secret", *key) in dirty:
+                        upserts[("Secret", *key)] = raw
+                for key, raw in self._delivered_secrets.items():
+                    if key not in now:
+                        deletes[("Secret", *key)] = raw
+                self._delivered_secrets = now
+        return Changes(upserts=[KObject(upserts[k], FILE, 0) for k in sorted(upserts)],
+                       deletes=[KObject(deletes[k], FILE, 0) for k in sorted(deletes)])
 
     def describe(self) -> list[dict]:
         return [w.describe() for w in self._watches]
@@ -580,11 +627,14 @@ class KubernetesSource:
         if old is not None and rv and old["metadata"].get("resourceVersion") == rv:
             return False
         w.objects[key] = raw
+        self._dirty[(w.spec.kind.kind, *key)] = (raw, True)
         return self._matters(w.spec.kind.kind, key, raw)
 
     def _drop(self, w: _Watch, key: tuple[str, str]) -> bool:
-        if w.objects.pop(key, None) is None:
+        old = w.objects.pop(key, None)
+        if old is None:
             return False
+        self._dirty[(w.spec.kind.kind, *key)] = (old, False)
         return self._matters(w.spec.kind.kind, key, None)
 
     def _matters(self, kind: str, key: tuple[str, str], raw: dict | None) -> bool:
