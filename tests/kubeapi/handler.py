@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import socket
+import sys
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,6 +72,14 @@ class HTTPServer(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def handle_error(self, request, client_address) -> None:
+        # A connection that the client or close_connections() cut is how
+        # watches end, not a server fault: only a real bug gets a traceback.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            return
+        super().handle_error(request, client_address)
 
 
 class Handler(BaseHTTPRequestHandler):
