@@ -89,9 +89,7 @@ class ControllerSource(kube.KubernetesSource):
     """A KubernetesSource that watches every shard's objects (``controller_plan``)."""
 
     def __init__(self, configuration: client.Configuration, settings: kube.Settings, **kw) -> None:
-        super().__init__(configuration, settings, **kw)
-        # Same kinds and scopes as a shard's plan, so the pool the parent sized fits.
-        self._watches = [kube._Watch(spec) for spec in controller_plan(settings)]
+        super().__init__(configuration, settings, specs=controller_plan(settings), **kw)
 
 
 class Controller:

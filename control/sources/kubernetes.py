@@ -290,15 +290,17 @@ class KubernetesSource:
     """List + watch the Kubernetes API; ``fingerprint``/``load`` like FileSource."""
 
     def __init__(self, configuration: client.Configuration, settings: Settings = Settings(), *,
-                 list_limit: int = LIST_LIMIT, backoff_base: float = BACKOFF_BASE,
-                 backoff_cap: float = BACKOFF_CAP) -> None:
+                 specs: list[WatchSpec] | None = None, list_limit: int = LIST_LIMIT,
+                 backoff_base: float = BACKOFF_BASE, backoff_cap: float = BACKOFF_CAP) -> None:
         """``configuration``: the client's (host, credentials, TLS); its connection
-        pool is enlarged to hold one connection per watch plus room for lists."""
+        pool is enlarged to hold one connection per watch plus room for lists.
+        ``specs``: the watches to run (default ``plan(settings)``; the controller
+        passes its wider plan); ``settings.resync_seconds`` applies to them all."""
         self.settings = settings
         self.list_limit = list_limit
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self._watches = [_Watch(spec) for spec in plan(settings)]
+        self._watches = [_Watch(spec) for spec in (plan(settings) if specs is None else specs)]
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0,
                                                     len(self._watches) + 4)
         configuration.retries = False  # our back-off retries, and logs once per streak
