@@ -6,11 +6,13 @@ One asyncio loop does everything, so nothing here needs a lock:
   FLUXGATE_WATCH_INTERVAL, and the Kubernetes source also wakes the loop the
   moment a watch event changes it (``call_soon_threadsafe`` from its watch
   threads), so a publish follows an event by the hold-off, not by a poll;
-* a change arms the hold-off timer (FLUXGATE_HOLDOFF_MS after the latest
-  change, never more than FLUXGATE_HOLDOFF_MAX_MS after the first); when it
-  ends the source is read into the cache once, and only if the cache says
+* a change arms the hold-off (control/holdoff.py: FLUXGATE_HOLDOFF_MS after
+  the latest change, never more than FLUXGATE_HOLDOFF_MAX_MS after the first;
+  in Kubernetes mode a change after a quiet period is acted on at once); when
+  it ends the source is read into the cache once, and only if the cache says
   something that matters changed is a table built and published: a burst is
-  one load and at most one publish;
+  one load and one publish (two in Kubernetes mode: its first event, then
+  the rest);
 * signal handlers only set what the loop acts on (reload, stop);
 * the supervisor ticks every 0.5 s; the ring writer heart-beats every second.
 
@@ -36,6 +38,7 @@ from control.cache import ObjectCache
 from control.compile import compile_table
 from control.config import Config, ConfigError
 from control.explain import ExplainError, explain_request
+from control.holdoff import Holdoff
 from control.publish import Publisher
 from control.sources.files import FileSource
 from control.supervisor import Supervisor
@@ -78,8 +81,8 @@ class Runner:
         self.status = None
         self.config_errors = 0
         self._fingerprint = None
-        self._dirty_since = 0.0  # monotonic time of the first unpublished change
-        self._dirty_last = 0.0
+        # Kubernetes events are whole objects: a lone one is published at once.
+        self.holdoff = Holdoff(cfg.holdoff_ms, cfg.holdoff_max_ms, leading=cfg.kubernetes)
         self._stale = False  # the cache holds changes no published table has
         self._forced = False  # SIGHUP: rebuild even if nothing changed
         self._reload = False
@@ -159,7 +162,8 @@ class Runner:
             if now >= next_watch or self._reload or woken:
                 next_watch = now + self.cfg.watch_interval
                 self._watch()
-            if self._dirty_since and now >= self._publish_due():
+            due = self.holdoff.due()
+            if due is not None and now >= due:
                 self._publish()
             if now >= next_tick:
                 next_tick = now + TICK
@@ -172,8 +176,9 @@ class Runner:
                 next_beat = now + 1.0
                 self.writer.heartbeat()
             wake = min(next_tick, next_watch, next_beat)
-            if self._dirty_since:
-                wake = min(wake, self._publish_due())
+            due = self.holdoff.due()
+            if due is not None:
+                wake = min(wake, due)
             # Cleared before the next fingerprint read: an event after it wakes us again.
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, wake - time.monotonic()))
@@ -214,9 +219,7 @@ class Runner:
             log.info("SIGHUP: reloading the configuration")
             self._forced = True
         self._fingerprint = fp
-        now = time.monotonic()
-        self._dirty_since = self._dirty_since or now
-        self._dirty_last = now
+        self.holdoff.changed(time.monotonic())
 
     def _publish(self) -> None:
         """The hold-off is over: load, and rebuild if anything that matters changed."""
@@ -226,7 +229,7 @@ class Runner:
         if self._stale:
             self._rebuild()
         else:  # e.g. only a status or an unread annotation changed
-            self._dirty_since = self._dirty_last = 0.0
+            self.holdoff.handled(time.monotonic())
 
     def _load(self) -> bool:
         """Read the source into the cache; True if anything that matters changed."""
@@ -245,10 +248,6 @@ class Runner:
             log.warning("config ignored", extra={"fields": {"warning": str(warn)}})
         return changed
 
-    def _publish_due(self) -> float:
-        return min(self._dirty_last + self.cfg.holdoff_ms / 1000.0,
-                   self._dirty_since + self.cfg.holdoff_max_ms / 1000.0)
-
     def _rebuild(self) -> None:
         try:
             # Kubernetes mode requires GatewayClass/IngressClass objects (controllerName
@@ -261,15 +260,15 @@ class Runner:
             self.publisher.publish(table)
         except RingBusy as exc:
             log.warning("ring busy; will publish again shortly", extra={"fields": {"error": str(exc)}})
-            self._dirty_since = self._dirty_last = time.monotonic() + 0.05
+            self.holdoff.retry(time.monotonic() + 0.05)
             return
         except Exception:
             # A bug must not take down the gateway: the live table keeps serving.
             log.exception("rebuild failed; the live table keeps serving")
-            self._dirty_since = self._dirty_last = 0.0
+            self.holdoff.handled(time.monotonic())
             self._stale = False
             return
-        self._dirty_since = self._dirty_last = 0.0
+        self.holdoff.handled(time.monotonic())
         self._stale = False
         self._log_status(result.status)
         self.supervisor.notify()

@@ -1,0 +1,62 @@
+"""The hold-off: when a change to the source is acted on. Pure; the caller passes the time.
+
+Rules (FLUXGATE_HOLDOFF_MS = ``delay``, FLUXGATE_HOLDOFF_MAX_MS = ``max_delay``):
+
+* Trailing edge: a change is acted on ``delay`` after the latest change, so a
+  burst (``kubectl apply`` of fifty objects) is one load and one publish;
+* never more than ``max_delay`` after the first unhandled change, so a steady
+  stream of changes cannot starve the gateway;
+* leading edge (``leading=True``, Kubernetes mode): a change that comes after
+  a quiet period - nothing acted on within the last ``delay`` - is acted on at
+  once. A lone edit then costs no hold-off at all, and a burst still costs at
+  most two loads (its first event, then the rest). Every Kubernetes event is a
+  whole, consistent object, so acting on the first one never serves half of
+  anything. File mode keeps the trailing edge only: an editor may write a file
+  in several steps, and the hold-off lets the last one land first.
+
+Invariant: ``due()`` is None exactly when nothing waits; a change is never
+dropped, only merged into the next load.
+"""
+
+from __future__ import annotations
+
+
+class Holdoff:
+    def __init__(self, delay_ms: int, max_delay_ms: int, *, leading: bool = False) -> None:
+        self.delay = delay_ms / 1000.0
+        self.max_delay = max_delay_ms / 1000.0
+        self.leading = leading
+        self._first = 0.0  # first unhandled change; 0.0: none
+        self._last = 0.0  # latest unhandled change
+        self._immediate = False
+        self._handled = float("-inf")  # when changes were last acted on
+
+    @property
+    def pending(self) -> bool:
+        return self._first != 0.0
+
+    def changed(self, now: float) -> None:
+        """The source changed at ``now``."""
+        if not self._first:
+            self._first = now
+            self._immediate = self.leading and now - self._handled >= self.delay
+        self._last = now
+
+    def due(self) -> float | None:
+        """When to act on the pending changes (None: nothing pending)."""
+        if not self._first:
+            return None
+        if self._immediate:
+            return self._first
+        return min(self._last + self.delay, self._first + self.max_delay)
+
+    def handled(self, now: float) -> None:
+        """The pending changes were acted on (loaded, published or found moot)."""
+        self._first = self._last = 0.0
+        self._immediate = False
+        self._handled = now
+
+    def retry(self, at: float) -> None:
+        """Acting failed for a passing reason (a busy ring): try again at ``at``."""
+        self._first = self._last = at
+        self._immediate = True
