@@ -341,3 +341,70 @@ def test_controller_webhook_denies_what_translation_would_reject(tmp_path, kubea
         conn.close()
     assert ctl.metric("fluxgate_webhook_reviews_total", '{allowed="false"}') == 3
     assert ctl.metric("fluxgate_webhook_reviews_total", '{allowed="true"}') == 1
+
+
+# --- (d) Ingress status -----------------------------------------------------------------------
+
+INGRESSES = "/apis/networking.k8s.io/v1/namespaces/default/ingresses"
+STALE_LB = {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}  # left by an earlier controller
+NGINX_LB = {"loadBalancer": {"ingress": [{"ip": "198.51.100.9"}]}}  # ingress-nginx's own
+
+
+def ingress_class(name: str, controller: str) -> dict:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": name},
+            "spec": {"controller": controller}}
+
+
+def ingress(name: str, cls: str, status: dict, annotations: dict | None = None) -> dict:
+    meta: dict = {"name": name, "namespace": "default", "annotations": annotations or {}}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta,
+            "spec": {"ingressClassName": cls, "rules": [{"host": f"{name}.example", "http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "a", "port": {"number": 80}}}}]}}]},
+            "status": status}
+
+
+def ingress_status(api: KubeAPIProcess, name: str) -> tuple[dict, str]:
+    obj = api_get(api, f"{INGRESSES}/{name}")
+    return obj.get("status") or {}, obj["metadata"]["resourceVersion"]
+
+
+@pytest.mark.parametrize("address, ours, writes", [
+    ("203.0.113.7", {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}, 2),
+    ("lb.example.com", {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}, 2),
+    (None, STALE_LB, 0),  # unset: Ingress status is left alone
+], ids=["ip", "hostname", "unset"])
+def test_controller_ingress_status_is_the_address_setting_for_its_class_only(
+        kubeapi, controller_factory, address, ours, writes):
+    for obj in [*objects(8080, {"a": [18080]}, [])[1:],  # the Service and its EndpointSlice
+                ingress_class("fluxgate", "fluxgate.io/ingress-controller"),
+                ingress_class("nginx", "k8s.io/ingress-nginx"),
+                ingress("ours", "fluxgate", STALE_LB),
+                ingress("bad", "fluxgate", STALE_LB, {"fluxgate.io/no-such-annotation": "1"}),
+                ingress("theirs", "nginx", NGINX_LB)]:
+        kubeapi.apply(obj)
+    _, theirs_rv = ingress_status(kubeapi, "theirs")
+    env = {"FLUXGATE_INGRESS_STATUS_ADDRESS": address} if address else {}
+    ctl = controller_factory("ctl-a", FLUXGATE_RESYNC_SECONDS="1", **SHORT_LEASE, **env)
+
+    eventually(lambda: ctl.metric("fluxgate_controller_leader") == 1, what="leadership")
+    eventually(lambda: ctl.metric("fluxgate_status_passes_total", '{kind="full"}') >= 1,
+               what="a full status pass")
+    # Accepted: the configured address. Rejected (a bad annotation): no address, the
+    # stale one removed. Unset: both left as they were.
+    eventually(lambda: ingress_status(kubeapi, "ours")[0] == ours, what="our Ingress's status")
+    eventually(lambda: ingress_status(kubeapi, "bad")[0] == ({"loadBalancer": {}} if writes else STALE_LB),
+               what="the rejected Ingress's status")
+    eventually(lambda: ctl.metric("fluxgate_status_writes_total") == writes, what=f"{writes} writes")
+    rvs = {name: ingress_status(kubeapi, name)[1] for name in ("ours", "bad")}
+
+    # Settled: the next full passes (every second) re-read everything and write nothing.
+    full = ctl.metric("fluxgate_status_passes_total", '{kind="full"}')
+    eventually(lambda: ctl.metric("fluxgate_status_passes_total", '{kind="full"}') >= full + 2,
+               timeout=6, what="two more full passes")
+    assert ctl.metric("fluxgate_status_writes_total") == writes
+    assert {name: ingress_status(kubeapi, name)[1] for name in ("ours", "bad")} == rvs
+    # Another controller's Ingress: never written, whatever the setting.
+    assert ingress_status(kubeapi, "theirs") == (NGINX_LB, theirs_rv)
+    status = json.loads(ctl.admin("/debug/status")[1])
+    assert any("Ingress default/theirs ignored" in note for note in status["notes"]), status["notes"]
