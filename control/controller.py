@@ -28,6 +28,16 @@ Rules:
   FLUXGATE_WEBHOOK_KEY are set; the admin server (FLUXGATE_ADMIN_PORT)
   serves /healthz, /readyz (every initial list done and the webhook, if
   configured, listening), /metrics and /debug/status, /debug/watches.
+* The API may be unreachable or answer errors at any time; nothing here
+  exits for it. Watches retry with back-off and /readyz says what the
+  initial lists wait for (source); the elector retries every retry period and
+  a leader that cannot renew within the renew deadline steps down (no status
+  is written without a lease) and stays a candidate, so it leads again once
+  the API answers (leader.py). A status pass that failed for some objects is
+  tried again with exponential back-off (``PASS_BACKOFF_BASE`` doubling to
+  ``PASS_BACKOFF_CAP``, with jitter), never in a tight loop: a missing RBAC
+  rule or a 500 must not turn the leader into a load generator. A new term's
+  first pass does not wait for the back-off.
 * SIGTERM/SIGINT: the elector steps down and releases the Lease (a follower
   takes over at its next retry), a pass under way finishes or stops at its
   next write, then everything closes.
@@ -45,6 +55,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import random
 import signal
 import ssl
 import time
@@ -66,6 +77,8 @@ log = logging.getLogger("fluxgate.controller")
 LEASE_NAME = "fluxgate-controller"
 EXIT_CONFIG = 2
 STOP_PASS_WAIT = 10.0  # on stop, how long a pass under way may take to finish
+PASS_BACKOFF_BASE = 0.5  # after a pass with failures: the first retry within this (s)
+PASS_BACKOFF_CAP = 30.0
 
 
 def controller_plan(settings: kube.Settings) -> list[kube.WatchSpec]:
@@ -141,6 +154,11 @@ class Controller:
         self._pass_wanted = False  # a translation no pass has written yet
         self._new_term = False  # started leading: forget, then a full pass
         self._next_full = 0.0
+        self._pass_failures = 0  # passes in a row that failed for some object
+        self._retry_at = 0.0  # no pass before this (back-off after failures)
+        self._retry_full = False  # a full pass failed: its retry is a full one too
+        self.pass_backoff_base = PASS_BACKOFF_BASE
+        self.pass_backoff_cap = PASS_BACKOFF_CAP
         self._pass: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
@@ -197,7 +215,9 @@ class Controller:
             if self._dirty_since and self.source.synced:
                 wake = min(wake, self._translate_due())
             if self.elector.is_leader and self.status is not None and self._pass is None:
-                wake = min(wake, self._next_full)
+                wake = min(wake, max(self._next_full, self._retry_at))
+                if self._pass_wanted:
+                    wake = min(wake, self._retry_at)
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, wake - time.monotonic()))
             except asyncio.TimeoutError:
@@ -277,13 +297,17 @@ class Controller:
         if self._new_term:
             self._new_term = False
             self.writer.forget()  # safe: no pass runs
+            self._pass_failures, self._retry_at = 0, 0.0
             full = True
-        elif now >= self._next_full:
+        elif now < self._retry_at:
+            return  # backing off after a failed pass
+        elif now >= self._next_full or self._retry_full:
             full = True
         elif not self._pass_wanted:
             return
         self._pass_wanted = False
         if full:
+            self._retry_full = False
             self._next_full = now + self.cfg.resync_seconds
         self._pass = asyncio.get_running_loop().create_task(self._write(self.status, full))
 
@@ -292,21 +316,37 @@ class Controller:
             result = await asyncio.to_thread(self.writer.write, report, full=full)
         except Exception:
             log.exception("status pass failed")
-            self._pass_wanted = True
             result = None
         finally:
             self._pass = None
             self._wake.set()
-        if result is None:
-            return
-        self.passes += 1
-        self.full_passes += full
-        self.status_writes += result.writes
-        self.status_conflicts += result.conflicts
-        self.status_failed += result.failed
-        self.last_pass = result
-        if result.failed and self.elector.is_leader:
-            self._pass_wanted = True  # failed objects are not settled: try again
+        if result is not None:
+            self.passes += 1
+            self.full_passes += full
+            self.status_writes += result.writes
+            self.status_conflicts += result.conflicts
+            self.status_failed += result.failed
+            self.last_pass = result
+        if result is None or result.failed:
+            # Failed objects are not settled: try again, after a back-off. (A failed
+            # object keeps the mark it had, so only a full pass retries a full one.)
+            self._pass_wanted = self._pass_wanted or self.elector.is_leader
+            self._retry_full = self._retry_full or full or result is None
+            self._pass_failures += 1
+            delay = self._backoff(self._pass_failures)
+            self._retry_at = time.monotonic() + delay
+            log.info("status pass incomplete; retrying with back-off", extra={"fields": {
+                "failed": result.failed if result is not None else "all",
+                "passes_failed": self._pass_failures, "retry_in_s": round(delay, 2)}})
+        elif self._pass_failures:
+            log.info("status pass complete again", extra={"fields": {
+                "passes_failed": self._pass_failures}})
+            self._pass_failures, self._retry_at = 0, 0.0
+
+    def _backoff(self, failures: int) -> float:
+        """Exponential with jitter: in [d/2, d], d = base·2^(n-1) capped."""
+        d = min(self.pass_backoff_cap, self.pass_backoff_base * (2 ** min(failures - 1, 30)))
+        return d / 2 + random.uniform(0, d / 2)
 
     # --- what the admin server shows --------------------------------------------------------
 

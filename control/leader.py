@@ -47,7 +47,10 @@ asyncio loop). ``is_leader`` may be read from any thread, at any rate.
 
 A leader whose renewals fail past the deadline steps down and becomes a
 candidate again (client-go's ``Run`` returns instead; the controller may still
-exit on ``on_stopped_leading`` if it prefers a clean restart).
+exit on ``on_stopped_leading`` if it prefers a clean restart). An unreachable
+API is retried every retry period, as client-go does; it is logged once per
+streak of failed attempts (a warning naming the API and the error), then at
+debug level, and once more when the API answers again.
 
 Deployment needs: RBAC ``get``, ``create``, ``update`` on ``leases``
 (``coordination.k8s.io``) in the controller's namespace; the identity should be
@@ -134,6 +137,8 @@ class LeaderElector:
         self._leading = False  # inside a term (on_started_leading ran, on_stopped not yet)
         self._leading_until = 0.0  # monotonic end of the belief, extended by renewals
         self._observed_holder: str | None = None
+        self._failures = 0  # failed attempts in the current streak (logged once)
+        self._attempt_failed = False
         self.terms = 0  # how many times this elector became leader
         self.conflicts = 0  # 409s met (lost races, stale versions)
         self._stop = threading.Event()
@@ -184,13 +189,17 @@ class LeaderElector:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._attempt_failed = False
             try:
                 self.try_acquire_or_renew()
             except (urllib3.exceptions.HTTPError, OSError) as exc:  # API unreachable, timeouts
                 self._log_failure("attempt", exc)
-            except Exception:  # a bug or an unexpected answer must not end the election
-                log.exception("leader election attempt failed",
-                              extra={"fields": {"lease": self._lease_label}})
+            except Exception as exc:  # a bug or an unexpected answer must not end the election
+                self._log_failure("attempt", exc, traceback=True)
+            if not self._attempt_failed and self._failures:
+                log.info("leader election: the API answers again", extra={"fields": {
+                    "lease": self._lease_label, "failed_attempts": self._failures}})
+                self._failures = 0
             if self._leading and time.monotonic() >= self._leading_until:
                 log.warning("leader election: could not renew within the deadline; stepping down",
                             extra={"fields": {"lease": self._lease_label}})
@@ -331,17 +340,17 @@ class LeaderElector:
                 return
             except ApiException as exc:
                 if exc.status != 409:
-                    self._log_failure("release", exc)
+                    self._log_failure("release", exc, streak=False)
                     return
                 self.conflicts += 1
                 try:
                     self._lease = self.api.read_namespaced_lease(
                         self.name, self.namespace, _request_timeout=self.request_timeout)
                 except ApiException as read_exc:
-                    self._log_failure("release", read_exc)
+                    self._log_failure("release", read_exc, streak=False)
                     return
             except (urllib3.exceptions.HTTPError, OSError) as exc:  # the API may be gone
-                self._log_failure("release", exc)
+                self._log_failure("release", exc, streak=False)
                 return
 
     # -- reading the lease -------------------------------------------------------------------
@@ -368,8 +377,36 @@ class LeaderElector:
     def _lease_label(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    def _log_failure(self, what: str, exc: Any) -> None:
-        status = getattr(exc, "status", None)
-        log.warning(f"leader election: {what} failed",
-                    extra={"fields": {"lease": self._lease_label, "status": status,
-                                      "error": str(getattr(exc, "reason", exc))}})
+    def _log_failure(self, what: str, exc: Any, traceback: bool = False, streak: bool = True) -> None:
+        """Warn at the first failure of a streak; later ones are debug lines.
+        ``streak=False``: a one-off (the release on stop), always a warning."""
+        fields = {"lease": self._lease_label, "api": self._host, "error": _describe(exc)}
+        if not streak:
+            log.warning(f"leader election: {what} failed", extra={"fields": fields})
+            return
+        self._attempt_failed = True
+        self._failures += 1
+        if self._failures == 1:
+            log.warning(f"leader election: {what} failed; retrying every {self.retry_period:g}s",
+                        exc_info=exc if traceback else None, extra={"fields": fields})
+        else:
+            log.debug(f"leader election: {what} failed again",
+                      extra={"fields": {**fields, "failures": self._failures}})
+
+    @property
+    def _host(self) -> str:
+        try:
+            return self.api.api_client.configuration.host
+        except AttributeError:
+            return "?"
+
+
+def _describe(exc: BaseException) -> str:
+    """A short error for a log line: the status of an answer, or why there was none."""
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}".strip()
+    text = str(exc) or type(exc).__name__
+    # urllib3 wraps the cause: "... Failed to establish a new connection: [Errno 111] Connection refused"
+    if "Connection refused" in text:
+        return "connection refused"
+    return f"{type(exc).__name__}: {text}"[:300]

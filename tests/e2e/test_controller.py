@@ -1,9 +1,12 @@
-"""``fluxgate controller`` end to end: status, leader failover, admission webhook.
+"""``fluxgate controller`` end to end: status, leader failover, admission webhook,
+Ingress status, and an API server that is absent or dies.
 
 The API server is ``python -m tests.kubeapi`` (KubeAPIProcess); each controller
 is a real ``python -m control.cli controller`` process reading a kubeconfig
 that points at it, on free loopback ports, stopped by its pid in a finaliser.
-Objects go in over the API, status is read back from it.
+Objects go in over the API, status is read back from it. An absent API server
+is a port held bound but not listening (connections are refused, and the
+kernel hands the port to nobody else), later released to a new API server.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -30,7 +34,7 @@ from cryptography.x509.oid import NameOID
 
 from control.sources.files import KObject
 from control.translate import validation
-from tests.e2e.gateway import ROOT, free_port, objects, route, stop_process
+from tests.e2e.gateway import ROOT, free_port, objects, reserve_port, route, stop_process
 from tests.e2e.test_kubernetes import GATEWAY_CLASS, eventually, write_kubeconfig
 from tests.kubeapi import KubeAPIProcess
 
@@ -62,7 +66,8 @@ class ControllerProcess:
         self.proc: subprocess.Popen | None = None
         self._log = None
 
-    def start(self) -> "ControllerProcess":
+    def start(self, ready: bool = True) -> "ControllerProcess":
+        """Start and wait until /readyz says ready (``ready=False``: until /healthz answers)."""
         for attempt in range(3):
             self.admin_port = free_port()
             self.env["FLUXGATE_ADMIN_PORT"] = str(self.admin_port)
@@ -74,7 +79,7 @@ class ControllerProcess:
                                          env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                          cwd=ROOT)
             try:
-                self.wait_ready()
+                self.wait_ready(path="/readyz" if ready else "/healthz")
                 return self
             except RuntimeError:
                 # A free port taken by someone else in between: start again on new ones.
@@ -86,13 +91,13 @@ class ControllerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 10.0) -> None:
+    def wait_ready(self, timeout: float = 10.0, path: str = "/readyz") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"controller exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if self.admin("/readyz")[0] == 200:
+                if self.admin(path)[0] == 200:
                     return
             except OSError:
                 pass
@@ -134,18 +139,28 @@ def kubeapi():
 
 
 @pytest.fixture
-def controller_factory(tmp_path, kubeapi):
+def controllers(tmp_path):
+    """``make(kubeconfig, name, ready=True, **env)``: controllers stopped by pid at the end."""
     started: list[ControllerProcess] = []
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kubeapi.port)
 
-    def make(name: str = "ctl-a", **env: str) -> ControllerProcess:
+    def make(kubeconfig: Path, name: str = "ctl-a", ready: bool = True, **env: str) -> ControllerProcess:
         ctl = ControllerProcess(tmp_path, kubeconfig, name, **env)
         started.append(ctl)
-        return ctl.start()
+        return ctl.start(ready)
 
     yield make
     for ctl in started:
         ctl.stop()
+
+
+@pytest.fixture
+def controller_factory(tmp_path, kubeapi, controllers):
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kubeapi.port)
+
+    def make(name: str = "ctl-a", **env: str) -> ControllerProcess:
+        return controllers(kubeconfig, name, **env)
+
+    return make
 
 
 def api_get(api: KubeAPIProcess, path: str) -> dict | None:
@@ -408,3 +423,114 @@ def test_controller_ingress_status_is_the_address_setting_for_its_class_only(
     assert ingress_status(kubeapi, "theirs") == (NGINX_LB, theirs_rv)
     status = json.loads(ctl.admin("/debug/status")[1])
     assert any("Ingress default/theirs ignored" in note for note in status["notes"]), status["notes"]
+
+
+# --- (e) the API server absent, or dying under the leader ---------------------------------------
+
+def hold_port(port: int) -> socket.socket:
+    """Bind ``port`` without listening, as ``reserve_port`` does: connections are
+    refused, and no bind(0) or outgoing connection gets the port until it is closed."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    return s
+
+
+@pytest.fixture
+def kubeapi_on():
+    """``make(port, *args)``: an API server process on that exact port, stopped at the end."""
+    started: list[KubeAPIProcess] = []
+
+    def make(port: int, *args: str) -> KubeAPIProcess:
+        deadline = time.monotonic() + 5
+        while True:
+            # KubeAPIProcess runs ``python -m tests.kubeapi --port 0 ARGS``; argparse keeps the last --port.
+            api = KubeAPIProcess("--bookmark-interval", "60", *args, "--port", str(port))
+            started.append(api)
+            try:
+                api.start()
+                break
+            except RuntimeError:  # the port briefly in use (a connection in between): again
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+        assert api.port == port
+        return api
+
+    yield make
+    for api in started:
+        api.stop()
+
+
+def test_controller_without_an_api_keeps_running_says_why_and_starts_once_it_answers(
+        tmp_path, controllers, kubeapi_on):
+    port, hold = reserve_port()
+    try:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", port)
+        ctl = controllers(kubeconfig, "ctl-a", ready=False, FLUXGATE_RESYNC_SECONDS="1", **SHORT_LEASE)
+        waiting = (f"waiting for the initial lists from the Kubernetes API at http://127.0.0.1:{port}: "
+                   f"connection refused (GatewayClass, Gateway, HTTPRoute and 8 more)")
+        eventually(lambda: ctl.admin("/readyz") == (503, waiting.encode() + b"\n"),
+                   what="/readyz to say what it waits for")
+        eventually(lambda: "leader election: attempt failed" in ctl.log(), what="the elector's error")
+        time.sleep(1.0)  # more than three retry periods (0.3 s): no more lines, no exit
+        log = ctl.log()
+        assert ctl.proc.poll() is None
+        assert ctl.admin("/healthz")[0] == 200
+        assert ctl.metric("fluxgate_kubernetes_synced") == 0
+        assert ctl.metric("fluxgate_controller_leader") == 0
+        # Each failing loop says so once, naming the API and the error.
+        assert log.count("leader election: attempt failed") == 1, log
+        assert f"api=http://127.0.0.1:{port} error=connection refused" in log
+        watches = len(json.loads(ctl.admin("/debug/watches")[1]))
+        assert log.count("Kubernetes watch failed; retrying with back-off") == watches, log
+        assert "Traceback" not in log
+    finally:
+        hold.close()
+
+    api = kubeapi_on(port)
+    apply_world(api, [web("web")])
+    ctl.wait_ready(timeout=15)
+    eventually(lambda: route_conditions(api, "web") == ACCEPTED, timeout=10, what="the route's status")
+    assert holder(api) == "ctl-a"
+    log = ctl.log()
+    assert "leader election: the API answers again" in log
+    assert "Kubernetes watch works again" in log
+
+
+def test_controller_leader_steps_down_while_the_api_is_gone_and_leads_again_when_it_returns(
+        kubeapi, controller_factory, kubeapi_on):
+    apply_world(kubeapi, [web("web")])
+    ctl = controller_factory("ctl-a", FLUXGATE_RESYNC_SECONDS="1", **SHORT_LEASE)
+    eventually(lambda: route_conditions(kubeapi, "web") == ACCEPTED, what="the route's status")
+    assert ctl.metric("fluxgate_controller_leader") == 1
+    port = kubeapi.port
+    os.kill(kubeapi.pid, signal.SIGKILL)  # a crash: watches and connections die with it
+    kubeapi.proc.wait(timeout=5)
+    hold = hold_port(port)
+    try:
+        # The Lease cannot be renewed: within the renew deadline (1.5 s) the leader
+        # stops believing it leads (no status without a lease) and stays a candidate.
+        eventually(lambda: ctl.metric("fluxgate_controller_leader") == 0, timeout=5,
+                   what="the leader to step down")
+        eventually(lambda: "could not renew within the deadline; stepping down" in ctl.log(),
+                   what="the elector to say it stepped down")
+        log = ctl.log()
+        assert log.count("leader election: attempt failed") == 1, log  # not once per retry period
+        assert "Traceback" not in log
+        assert ctl.proc.poll() is None
+        assert ctl.admin("/readyz") == (200, b"ready (follower)\n")  # the webhook needs no API
+    finally:
+        hold.close()
+
+    # A new API server on the same address, with an empty store (as after a restore
+    # from an old backup): the controller re-lists, leads again, writes status there.
+    api = kubeapi_on(port, "--rv-wait", "0.3")
+    apply_world(api, [web("web"), web("late")])
+    eventually(lambda: route_conditions(api, "web") == ACCEPTED == route_conditions(api, "late"),
+               timeout=15, what="status written through the new API server")
+    assert holder(api) == "ctl-a"
+    assert ctl.metric("fluxgate_controller_leader") == 1
+    assert ctl.metric("fluxgate_controller_terms_total") == 2
+    assert "leader election: the API answers again" in ctl.log()
