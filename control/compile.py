@@ -31,14 +31,15 @@ done here once):
 * Everything is sorted or derived from sorted input, so equal IR compiles to an
   equal table: the publisher keeps the bytes of every blob whose struct is
   unchanged.
+* A ``CompileMemo`` passed from call to call makes a one-route change cost
+  that route plus the sort of its vhost; it never changes the result
+  (tests/control/test_translate_memo.py compares tables with and without).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import msgspec
+from typing import Any, NamedTuple
 
 from shm import schema
 from shm.codec import named
@@ -53,28 +54,60 @@ _PATH_TYPES = {
     "RegularExpression": schema.PathRegex,
 }
 
-# (route ref, rule index, match index): one entry per match, however many
-# Gateway listeners bring the same route onto the same vhost.
-_EntryId = tuple[str, int, int]
-_Pending = tuple[irt.Route, irt.Rule, int, irt.RouteMatch]
+
+class _Item(NamedTuple):
+    """One route entry before its vhost is assembled: (rule, match) of a route."""
+
+    key: tuple  # _precedence
+    match: schema.Match
+    action: schema.Action  # interned: equal actions are one object
+    source: str
 
 
-def compile_table(ir: irt.IR, source: str = "") -> schema.CompiledTable:
-    routes = {route.ref: route for route in ir.routes}
-    sockets: dict[tuple[str, int], dict[str, dict[_EntryId, _Pending]]] = {}
+class CompileMemo:
+    """What one compile_table() call leaves for the next. It never changes the
+    result, only the cost: a route's items are kept while it is the very same
+    ir.Route object (translate's memo hands back unchanged routes as they
+    were), and a virtual host is kept while the item lists it is built from
+    are. Actions are interned, so equal actions are one object and a vhost
+    dedupes them by identity instead of hashing each one again."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[irt.Route, tuple[_Item, ...]]] = {}
+        self.vhosts: dict[str, tuple[tuple, schema.VirtualHost]] = {}
+        self.actions: dict[schema.Action, schema.Action] = {}
+        self.reused = self.compiled = 0
+
+
+def compile_table(ir: irt.IR, source: str = "", memo: CompileMemo | None = None) -> schema.CompiledTable:
+    memo = memo if memo is not None else CompileMemo()
+    memo.reused = memo.compiled = 0
+    live: dict[str, tuple[irt.Route, tuple[_Item, ...]]] = {}
+    for route in ir.routes:
+        hit = memo.routes.get(route.ref)
+        if hit is not None and hit[0] is route:
+            memo.reused += 1
+        else:
+            hit = (route, _items(route, memo.actions))
+            memo.compiled += 1
+        live[route.ref] = hit
+    memo.routes = live
+    previous_vhosts, memo.vhosts = memo.vhosts, {}  # only this table's are kept
+    if len(memo.actions) > 2 * sum(len(items) for _, items in live.values()) + 64:
+        memo.actions = {i.action: i.action for _, items in live.values() for i in items}
+
+    # socket → host → route ref → the route's items (a route once per host,
+    # however many Gateway listeners bring it there)
+    sockets: dict[tuple[str, int], dict[str, dict[str, tuple[_Item, ...]]]] = {}
     for lst in ir.listeners:
         if not lst.programmed:
             continue
         for address in lst.addresses:
             hosts = sockets.setdefault((address, lst.port), {})
             for att in lst.attachments:
-                route = routes[att.route]
+                items = live[att.route][1]
                 for host in att.hostnames:
-                    bucket = hosts.setdefault(host, {})
-                    for rule in route.rules:
-                        for index, match in enumerate(rule.matches):
-                            bucket.setdefault((route.ref, rule.index, index),
-                                              (route, rule, index, match))
+                    hosts.setdefault(host, {}).setdefault(att.route, items)
 
     listeners: list[schema.Listener] = []
     vhosts: list[schema.VirtualHost] = []
@@ -84,7 +117,7 @@ def compile_table(ir: irt.IR, source: str = "") -> schema.CompiledTable:
         exact, wildcards, default = [], [], -1
         for host in _host_order(hosts):
             index = len(vhosts)
-            vhosts.append(_vhost(f"{name}|{host}", hosts[host].values()))
+            vhosts.append(_vhost(f"{name}|{host}", tuple(hosts[host].values()), memo, previous_vhosts))
             if host == irt.ANY_HOST:
                 default = index
             elif host[:2] in ("*.", "+."):
@@ -147,10 +180,9 @@ def _host_order(hosts: dict[str, Any]) -> list[str]:
     return exact + wild + ([irt.ANY_HOST] if irt.ANY_HOST in hosts else [])
 
 
-def _vhost(name: str, pending: Any) -> schema.VirtualHost:
-    actions: dict[schema.Action, int] = {}
-    entries = []
-    for route, rule, index, match in sorted(pending, key=_precedence):
+def _items(route: irt.Route, interned: dict[schema.Action, schema.Action]) -> tuple[_Item, ...]:
+    items = []
+    for rule in route.rules:
         action = schema.Action(
             backends=tuple(schema.WeightedCluster(b.cluster, b.weight, tuple(_filter(f) for f in b.filters))
                            for b in rule.backends),
@@ -161,12 +193,38 @@ def _vhost(name: str, pending: Any) -> schema.VirtualHost:
                           if f.type != "RequestMirror" or f.config.get("cluster")),
             retry=_retry(rule.retry),
         )
-        entries.append(schema.RouteEntry(
-            match=_match(match),
-            action=actions.setdefault(action, len(actions)),
-            source=f"{route.ref}#{rule.index}",
-        ))
-    return schema.VirtualHost(name=name, entries=tuple(entries), actions=tuple(actions))
+        action = interned.setdefault(action, action)
+        source = f"{route.ref}#{rule.index}"
+        for index, match in enumerate(rule.matches):
+            items.append(_Item(_precedence(route, rule, index, match), _match(match), action, source))
+    return tuple(items)
+
+
+def _vhost(name: str, lists: tuple[tuple[_Item, ...], ...], memo: CompileMemo,
+           previous: dict[str, tuple[tuple, schema.VirtualHost]]) -> schema.VirtualHost:
+    hit = previous.get(name)
+    if hit is not None and hit[0] == lists:  # identical lists compare by identity: cheap
+        memo.vhosts[name] = hit
+        return hit[1]
+    items = [item for items in lists for item in items]
+    items.sort(key=_by_key)
+    index_of: dict[int, int] = {}  # id(interned action) → its index
+    actions: list[schema.Action] = []
+    entries = []
+    for item in items:
+        action = item.action
+        index = index_of.get(id(action))
+        if index is None:
+            index = index_of[id(action)] = len(actions)
+            actions.append(action)
+        entries.append(schema.RouteEntry(match=item.match, action=index, source=item.source))
+    vhost = schema.VirtualHost(name=name, entries=tuple(entries), actions=tuple(actions))
+    memo.vhosts[name] = (lists, vhost)
+    return vhost
+
+
+def _by_key(item: _Item) -> tuple:
+    return item.key
 
 
 def _filter(f: irt.Filter) -> schema.Filter:
@@ -232,8 +290,7 @@ def _retry(r: irt.Retry | None) -> schema.RetryPolicy | None:
                               connect_failure=r.connect_failure, reset=r.reset, backoff_ms=r.backoff_ms)
 
 
-def _precedence(item: _Pending) -> tuple:
-    route, rule, index, match = item
+def _precedence(route: irt.Route, rule: irt.Rule, index: int, match: irt.RouteMatch) -> tuple:
     path = match.path
     value = normalize_prefix(path.value) if path.type == "PathPrefix" else path.value
     created = (0, route.created) if route.created is not None else (1, 0.0)

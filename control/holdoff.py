@@ -50,6 +50,10 @@ class Holdoff:
             return self._first
         return min(self._last + self.delay, self._first + self.max_delay)
 
+    def waited(self, now: float) -> float:
+        """How long the oldest pending change has waited (0.0 if none)."""
+        return now - self._first if self._first else 0.0
+
     def handled(self, now: float) -> None:
         """The pending changes were acted on (loaded, published or found moot)."""
         self._first = self._last = 0.0

@@ -22,6 +22,8 @@ field on ``Listener``.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Optional
 
 import msgspec
@@ -111,7 +113,7 @@ class Rule(msgspec.Struct, **_S):
     retry: Optional[Retry] = None
 
 
-class Route(msgspec.Struct, **_S):
+class Route(msgspec.Struct, dict=True, **_S):
     kind: str = "HTTPRoute"
     namespace: str
     name: str
@@ -119,8 +121,8 @@ class Route(msgspec.Struct, **_S):
     created: Optional[float] = None
     rules: tuple[Rule, ...] = ()
 
-    @property
-    def ref(self) -> str:
+    @functools.cached_property
+    def ref(self) -> str:  # computed once (dict=True gives it room): a hot sort key
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 

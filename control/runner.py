@@ -35,14 +35,14 @@ import time
 
 from control.admin import Admin
 from control.cache import ObjectCache
-from control.compile import compile_table
+from control.compile import CompileMemo, compile_table
 from control.config import Config, ConfigError
 from control.explain import ExplainError, explain_request
 from control.holdoff import Holdoff
 from control.publish import Publisher
 from control.sources.files import FileSource
 from control.supervisor import Supervisor
-from control.translate import translate
+from control.translate import Memo, translate
 from shm import codec
 from shm.ring import RingBusy, RingWriter
 from shm.schema import SCHEMA_VERSION
@@ -71,6 +71,9 @@ class Runner:
         self.cfg = cfg
         self.source = source
         self.cache = ObjectCache()
+        # Kept from one rebuild to the next: a change costs its own size.
+        self.translate_memo = Memo()
+        self.compile_memo = CompileMemo()
         self.writer = RingWriter(
             cfg.shard_name, slots=cfg.ring_slots, schema=SCHEMA_VERSION,
             hung_after=cfg.heartbeat_timeout,
@@ -249,15 +252,19 @@ class Runner:
         return changed
 
     def _rebuild(self) -> None:
+        t0 = time.perf_counter()
         try:
             # Kubernetes mode requires GatewayClass/IngressClass objects (controllerName
             # checked); file mode serves FLUXGATE_GATEWAY_CLASS without one.
             result = translate(self.cache.objects(),
                                default_class=None if self.kubernetes else self.cfg.gateway_class,
                                ingress_http_port=self.cfg.ingress_http_port,
-                               gateways=self.cfg.gateways or None)
-            table = compile_table(result.ir, source="kubernetes" if self.kubernetes else self.cfg.config)
-            self.publisher.publish(table)
+                               gateways=self.cfg.gateways or None, memo=self.translate_memo)
+            t1 = time.perf_counter()
+            table = compile_table(result.ir, source="kubernetes" if self.kubernetes else self.cfg.config,
+                                  memo=self.compile_memo)
+            t2 = time.perf_counter()
+            generation = self.publisher.publish(table)
         except RingBusy as exc:
             log.warning("ring busy; will publish again shortly", extra={"fields": {"error": str(exc)}})
             self.holdoff.retry(time.monotonic() + 0.05)
@@ -265,13 +272,24 @@ class Runner:
         except Exception:
             # A bug must not take down the gateway: the live table keeps serving.
             log.exception("rebuild failed; the live table keeps serving")
+            self.translate_memo, self.compile_memo = Memo(), CompileMemo()  # trust nothing half-done
             self.holdoff.handled(time.monotonic())
             self._stale = False
             return
+        t3 = time.perf_counter()
+        waited = self.holdoff.waited(time.monotonic())
         self.holdoff.handled(time.monotonic())
         self._stale = False
+        self.supervisor.notify()  # first: workers swap while the rest is logged
+        routes, compiled = self.translate_memo.routes, self.compile_memo
+        log.info("rebuilt", extra={"fields": {
+            "generation": generation,
+            "waited_ms": round(waited * 1000, 1),  # first change → notify, hold-off included
+            "translate_ms": round((t1 - t0) * 1000, 1), "compile_ms": round((t2 - t1) * 1000, 1),
+            "publish_ms": round((t3 - t2) * 1000, 1),
+            "routes_reused": routes.reused, "routes_translated": routes.computed,
+            "routes_compiled": compiled.compiled}})
         self._log_status(result.status)
-        self.supervisor.notify()
 
     def _log_status(self, status) -> None:
         old, self.status = self.status, status

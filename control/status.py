@@ -159,6 +159,7 @@ class StatusReport:
     def __init__(self) -> None:
         self._objects: dict[Key, ObjectStatus] = {}
         self.notes: list[str] = []
+        self._noted: set[str] = set()
 
     def object(self, kind: str, namespace: str, name: str, generation: int = 0) -> ObjectStatus:
         """The status of an object, created empty on first use."""
@@ -172,8 +173,18 @@ class StatusReport:
         return self._objects.get((kind, namespace, name))
 
     def note(self, text: str) -> None:
-        if text not in self.notes:
+        if text not in self._noted:
+            self._noted.add(text)
             self.notes.append(text)
+
+    def adopt(self, other: "StatusReport") -> None:
+        """Take in the statuses and notes of a report about other objects (one
+        route's, which translate's memo may hand to many reports: so statuses
+        must not be changed once a translation is done)."""
+        self._objects.update(other._objects)
+        if other.notes:
+            for text in other.notes:
+                self.note(text)
 
     def __iter__(self) -> Iterator[ObjectStatus]:
         for key in sorted(self._objects, key=_order):
@@ -204,8 +215,14 @@ class StatusReport:
         if previous is None:
             return self.lines()
         out = []
-        for key in sorted(self._objects.keys() | previous._objects.keys(), key=_order):
-            mine, theirs = self._objects.get(key), previous._objects.get(key)
+        # Only keys whose status is not the very same object can differ (translate's
+        # memo hands unchanged routes' statuses on as they are): a one-route change
+        # costs one identity check per object, not a rendering of every status.
+        mine_all, theirs_all = self._objects, previous._objects
+        keys = [k for k, v in mine_all.items() if theirs_all.get(k) is not v]
+        keys += [k for k in theirs_all if k not in mine_all]
+        for key in sorted(keys, key=_order):
+            mine, theirs = mine_all.get(key), theirs_all.get(key)
             if mine is None:
                 assert theirs is not None
                 out.append(f"{theirs.label}: no longer reported")

@@ -1,7 +1,7 @@
 """Kubernetes-mode churn: change-to-serving latency, status settle time, memory.
 
     python perf/k8s_churn.py [--routes 5000] [--changes 200] [--status-routes 1000]
-                             [--workers 2] [--holdoff-ms N] [--json out.json] [--keep]
+                             [--workers 2] [--holdoff-ms N] [--gap 0.25] [--json out.json] [--keep]
 
 Issue 5's benchmark. Unlike the other perf/ scripts this one is not a pure
 black box: it runs the project's test Kubernetes API server
@@ -18,7 +18,9 @@ part of the measurement).
 2. Memory: VmRSS of the control process and of each worker (/proc/<pid>/status,
    pids from /debug/config) with every route served.
 3. ``--changes`` single-route changes in a row: route k's PathPrefix becomes a
-   new unique value. For each, the clock starts when the API write returns
+   new unique value, ``--gap`` seconds apart (default 0.25: isolated edits,
+   each after a quiet period longer than the hold-off; ``--gap 0``: back to
+   back, which the gateway's hold-off batches). For each, the clock starts when the API write returns
    and stops when /debug/workers shows every worker on a generation newer
    than the one they all served before the write (nothing else changes the
    cluster meanwhile, so that generation is the one with the change; a GET of
@@ -149,7 +151,7 @@ def start_gateway(args, workdir: Path, api_port: int, listen_port: int) -> tuple
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXGATE_")}
     env.update(FLUXGATE_WORKERS=str(args.workers), FLUXGATE_ADMIN_PORT=str(admin_port),
                FLUXGATE_ADMIN_ADDRESS=h.LOOPBACK, FLUXGATE_BIND_ADDRESS=h.LOOPBACK,
-               FLUXGATE_SHARD=f"perf-k8s-{os.getpid()}", FLUXGATE_LOG_LEVEL="warning",
+               FLUXGATE_SHARD=f"perf-k8s-{os.getpid()}", FLUXGATE_LOG_LEVEL=args.log_level,
                FLUXGATE_KUBECONFIG=str(kubeconfig))
     if args.holdoff_ms is not None:
         env["FLUXGATE_HOLDOFF_MS"] = str(args.holdoff_ms)
@@ -201,6 +203,7 @@ def churn(api: KubeAPIProcess, admin: Admin, proc: h.Proc, args, listen_port: in
         t_write = time.monotonic()
         api.apply(route(k, new_path))
         t0 = time.monotonic()
+        wall = time.time()  # to line up with the gateway's log (--keep --log-level info)
         served = None
         while time.monotonic() - t0 < args.change_timeout:
             ws = admin.get("/debug/workers")
@@ -215,8 +218,10 @@ def churn(api: KubeAPIProcess, admin: Admin, proc: h.Proc, args, listen_port: in
         probe(listen_port, new_path)
         ws = admin.get("/debug/workers")
         records.append({"change": i, "route": k, "path": new_path, "served_ms": served * 1000,
-                        "write_ms": (t0 - t_write) * 1000, "generations": sorted(gens),
+                        "write_ms": (t0 - t_write) * 1000, "written_at": wall, "generations": sorted(gens),
                         "generation_steps": max(gens) - before})
+        if args.gap:
+            time.sleep(args.gap)
     return records
 
 
@@ -365,6 +370,8 @@ def measure(args, workdir: Path, api: KubeAPIProcess, listen_port: int, echo_por
     print()
     print(f"{'measure':44} {'value':>22}   goal")
     print(f"{'changes':44} {len(records):>22}   (more than one generation per change: {multi})")
+    print(f"{'pause between changes':44} {args.gap * 1000:>19.0f} ms   "
+          f"({'isolated edits' if args.gap * 1000 >= (args.holdoff_ms or 100) else 'back to back: a burst'})")
     print(f"{'change -> every worker serving, p50':44} {p50:>19.1f} ms")
     print(f"{'change -> every worker serving, p99':44} {p99:>19.1f} ms   < {GOAL_P99_MS:g} ms   "
           f"{'PASS' if latency_pass else 'MISS'}")
@@ -412,6 +419,9 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="gateway workers (2)")
     p.add_argument("--holdoff-ms", type=int, default=None,
                    help="FLUXGATE_HOLDOFF_MS for the gateway (default: the gateway's default)")
+    p.add_argument("--gap", type=float, default=0.25,
+                   help="seconds between one change being served and the next write (0.25: isolated "
+                        "edits, past the 100 ms hold-off; 0: back to back, the gateway batches them)")
     p.add_argument("--change-timeout", type=float, default=10.0, help="seconds a change may take (10)")
     p.add_argument("--start-timeout", type=float, default=120.0, help="seconds to first serving (120)")
     p.add_argument("--json", metavar="PATH", help="also write every sample as JSON")
@@ -419,6 +429,9 @@ def main(argv=None) -> int:
                    "script beside this python, on PATH, else python -m control.cli)")
     p.add_argument("--fail-on-miss", action="store_true", help="exit 3 when a goal is missed")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (kubeconfig, logs)")
+    p.add_argument("--log-level", default="warning",
+                   help="FLUXGATE_LOG_LEVEL for the gateway (info: one 'rebuilt' line per change with "
+                        "its translate/compile/publish times; read it with --keep)")
     args = p.parse_args(argv)
     return h.run_in_workdir(run, args, "fluxgate-k8s-")
 

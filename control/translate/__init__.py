@@ -17,6 +17,17 @@ as it decides (never writing it):
 Invariants: the same objects (in any order) give an equal Translation; one bad
 object never blocks another (it is rejected alone, with a condition); nothing
 here does I/O.
+
+A ``Memo`` passed from one call to the next makes a small change cost its own
+size, not the world's (issue 5: one route edit among 5000), and never changes
+the result: with or without it, the same objects give an equal Translation
+(tests/control/test_translate_memo.py checks this over random edit sequences).
+What it keeps: each route's ``Outcome`` (rules, status, listener attachments,
+resolved clusters), reused while the route object is the same one and every
+other object a route reads (its "context": all but routes, EndpointSlices and
+Ingresses) is unchanged; and each cluster, reused while its Service and
+EndpointSlice objects are the same. An EndpointSlice change thus rebuilds its
+cluster only; a Gateway or Service change recomputes every route.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from control.ir import IR
 from control.status import StatusReport
 from control.translate import fluxgateroute, gateway, httproute, ingress
 from control.translate.backends import BackendResolver
+from control.translate import resources as r
 from control.translate.resources import Resource
 from control.translate.store import Store
 
@@ -42,6 +54,19 @@ class Translation:
     status: StatusReport
 
 
+# Kinds a route's Outcome never reads: a change to one of them alone keeps
+# every other route's Outcome (EndpointSlices are read when clusters are built).
+_NOT_CONTEXT = (r.HTTPRoute, r.FluxGateRoute, r.EndpointSlice, r.Ingress, r.IngressClass)
+
+
+class Memo:
+    """What one translate() call leaves for the next (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.routes = httproute.RouteMemo()
+        self.clusters: dict = {}
+
+
 def translate(
     objects: Iterable[Resource],
     *,
@@ -51,6 +76,7 @@ def translate(
     ingress_http_port: int = ingress.HTTP_PORT,
     ingress_https_port: int = ingress.HTTPS_PORT,
     gateways: Iterable[str] | None = None,
+    memo: Memo | None = None,
 ) -> Translation:
     """Translate typed objects (``ObjectCache.objects()``) into IR and status.
 
@@ -69,19 +95,28 @@ def translate(
     objects = tuple(objects)
     store = Store(objects)
     report = StatusReport()
+    shard = tuple(gateways) if gateways is not None else None
+    routes_memo = memo.routes if memo is not None else None
+    if routes_memo is not None:
+        context = (default_class, controller_name, shard,
+                   *(o for o in objects if not isinstance(o, _NOT_CONTEXT)))
+        routes_memo.begin(context)
     classes = gateway.accept_classes(
         store, report, controller_name=controller_name, default_class=default_class
     )
-    gateways = gateway.accept_gateways(_shard(store, report, gateways), report, classes)
-    resolver = BackendResolver(store)
-    routes = httproute.attach_routes(store, gateways, resolver, report, controller_name)
-    routes += fluxgateroute.attach_routes(store, gateways, resolver, report, controller_name)
+    gateways = gateway.accept_gateways(_shard(store, report, shard), report, classes)
+    resolver = BackendResolver(store, memo.clusters if memo is not None else None)
+    routes = httproute.attach_routes(store, gateways, resolver, report, controller_name, routes_memo)
+    routes += fluxgateroute.attach_routes(store, gateways, resolver, report, controller_name,
+                                          routes_memo)
+    if routes_memo is not None:
+        routes_memo.end()
 
     listeners = tuple(
         lst.to_ir() for state in gateways.values() for lst in state.listeners if lst.usable
     )
     ingress_listeners, ingress_routes = ingress.translate_ingresses(
-        objects, store, resolver, report, listeners, routes,
+        store, resolver, report, listeners, routes,
         controller_name=ingress_controller, default_class=default_class,
         http_port=ingress_http_port, https_port=ingress_https_port,
     )
@@ -110,4 +145,4 @@ def _shard(store: Store, report: StatusReport, names: Iterable[str] | None) -> S
     return shard
 
 
-__all__ = ["CONTROLLER_NAME", "DEFAULT_CLASS", "Translation", "translate"]
+__all__ = ["CONTROLLER_NAME", "DEFAULT_CLASS", "Memo", "Translation", "translate"]

@@ -28,7 +28,8 @@ Rules:
 * An ExternalName Service resolves to one endpoint (externalName, port) and the
   cluster rewrites the Host header to externalName.
 * Resolution is memoised per translation: clusters are built once however many
-  rules reference them.
+  rules reference them, and (with a memo) across translations while the
+  Service and its EndpointSlice objects are the same.
 """
 
 from __future__ import annotations
@@ -50,14 +51,42 @@ class Problem(NamedTuple):
     message: str
 
 
+class ClusterSpec(NamedTuple):
+    """What a cluster is built from: a Service port (endpoints from its
+    EndpointSlices) or an ExternalName. Its objects are the store's own, so
+    identity tells a memo whether anything changed."""
+
+    service: r.Service
+    port: r.ServicePort | None  # None: ExternalName
+    number: int  # the port a backendRef named
+
+
 class BackendResolver:
-    def __init__(self, store: Store) -> None:
+    """Resolves backendRefs to cluster names, as they are asked for; builds
+    the clusters (endpoints) once at the end, from ``wanted``.
+
+    Resolution reads Services and ReferenceGrants only, never EndpointSlices,
+    so a route's rules do not depend on endpoints: an endpoint change rebuilds
+    clusters, not routes (``translate``'s memo relies on this). ``captured``
+    lists every (name, spec) resolved since it was last reset, so a memoised
+    route can bring its clusters back with ``want``."""
+
+    def __init__(self, store: Store, memo: dict | None = None) -> None:
         self._store = store
-        self._clusters: dict[str, ir.Cluster] = {}
+        self._wanted: dict[str, ClusterSpec] = {}
+        self._memo = memo  # name -> (spec, slices, cluster), kept across translations
+        self.captured: list[tuple[str, ClusterSpec]] = []
+
+    def want(self, name: str, spec: ClusterSpec) -> None:
+        self._wanted[name] = spec
 
     def clusters(self) -> tuple[ir.Cluster, ...]:
         """Every cluster resolved so far, sorted by name."""
-        return tuple(self._clusters[name] for name in sorted(self._clusters))
+        built = tuple(self._build(name, self._wanted[name]) for name in sorted(self._wanted))
+        if self._memo is not None:
+            for name in [n for n in self._memo if n not in self._wanted]:
+                del self._memo[name]  # its Service is no longer referenced
+        return built
 
     def resolve(self, route: r.HTTPRoute, ref: r.HTTPBackendRef) -> tuple[ir.Backend, Problem | None]:
         cluster, problem = self._cluster(route, ref)
@@ -80,28 +109,46 @@ class BackendResolver:
             return "", Problem("BackendNotFound", f"{target} not found")
         assert ref.port is not None  # validation requires a port for Services
         name = f"{namespace}/{ref.name}:{ref.port}"
-        if name in self._clusters:
-            return name, None
-        if svc.spec.type == "ExternalName":
-            host = svc.spec.external_name.rstrip(".")
-            endpoints = (ir.Endpoint(host, ref.port),)
-            self._clusters[name] = ir.Cluster(name=name, endpoints=endpoints, host_rewrite=host)
-            return name, None
-        port = next((p for p in svc.ports if p.port == ref.port), None)
-        if port is None:
-            return "", Problem("BackendNotFound", f"{target} has no port {ref.port}")
-        if port.protocol != "TCP":
-            return "", Problem("UnsupportedProtocol", f"{target} port {ref.port} is {port.protocol}")
-        if port.app_protocol in UNSUPPORTED_APP_PROTOCOLS:
-            return "", Problem("UnsupportedProtocol",
-                               f"{target} port {ref.port} has appProtocol {port.app_protocol}")
-        self._clusters[name] = ir.Cluster(name=name, endpoints=self._endpoints(svc, port))
+        spec = self._wanted.get(name)
+        if spec is None:
+            if svc.spec.type == "ExternalName":
+                spec = ClusterSpec(svc, None, ref.port)
+            else:
+                port = next((p for p in svc.ports if p.port == ref.port), None)
+                if port is None:
+                    return "", Problem("BackendNotFound", f"{target} has no port {ref.port}")
+                if port.protocol != "TCP":
+                    return "", Problem("UnsupportedProtocol", f"{target} port {ref.port} is {port.protocol}")
+                if port.app_protocol in UNSUPPORTED_APP_PROTOCOLS:
+                    return "", Problem("UnsupportedProtocol",
+                                       f"{target} port {ref.port} has appProtocol {port.app_protocol}")
+                spec = ClusterSpec(svc, port, ref.port)
+            self._wanted[name] = spec
+        self.captured.append((name, spec))
         return name, None
 
-    def _endpoints(self, svc: r.Service, port: r.ServicePort) -> tuple[ir.Endpoint, ...]:
+    def _build(self, name: str, spec: ClusterSpec) -> ir.Cluster:
+        svc = spec.service
+        if spec.port is None:
+            host = svc.spec.external_name.rstrip(".")
+            return ir.Cluster(name=name, endpoints=(ir.Endpoint(host, spec.number),), host_rewrite=host)
+        slices = self._store.endpoint_slices(svc.namespace, svc.name)
+        if self._memo is not None:
+            # Same Service, port and slice objects: the same endpoints.
+            hit = self._memo.get(name)
+            if hit is not None and hit[0] == spec and len(hit[1]) == len(slices) \
+                    and all(a is b for a, b in zip(hit[1], slices)):
+                return hit[2]
+        cluster = ir.Cluster(name=name, endpoints=self._endpoints(svc, spec.port, slices))
+        if self._memo is not None:
+            self._memo[name] = (spec, tuple(slices), cluster)
+        return cluster
+
+    def _endpoints(self, svc: r.Service, port: r.ServicePort,
+                   slices: list[r.EndpointSlice]) -> tuple[ir.Endpoint, ...]:
         ready: set[ir.Endpoint] = set()
         draining: set[ir.Endpoint] = set()  # serving and terminating: the fallback
-        for eps in self._store.endpoint_slices(svc.namespace, svc.name):
+        for eps in slices:
             number = _slice_port(eps, svc, port)
             if number is None:
                 continue

@@ -54,10 +54,11 @@ def attach_routes(
     resolver: BackendResolver,
     report: StatusReport,
     controller_name: str,
+    memo: httproute.RouteMemo | None = None,
 ) -> tuple[ir.Route, ...]:
     """Attach every FluxGateRoute; returns the routes served by at least one listener."""
     return httproute.attach_all(store.fluxgate_routes.values(), _rules,
-                                store, gateways, resolver, report, controller_name)
+                                store, gateways, resolver, report, controller_name, memo)
 
 
 def _rules(

@@ -95,8 +95,11 @@ class ListenerState:
         self.status.attached_routes = len(self._counted)
 
     def attach(self, route_ref: str, hostnames: tuple[str, ...]) -> None:
-        known = self.attachments.get(route_ref, ())
-        self.attachments[route_ref] = known + tuple(h for h in hostnames if h not in known)
+        known = self.attachments.get(route_ref)
+        if known is None:  # the common case, once per route: no merge
+            self.attachments[route_ref] = hostnames
+        else:
+            self.attachments[route_ref] = known + tuple(h for h in hostnames if h not in known)
 
     def to_ir(self) -> ir.Listener:
         return ir.Listener(

@@ -24,6 +24,7 @@ not resolve gives the reason, the message lists them all.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from control import ir
@@ -38,8 +39,8 @@ from control.status import (
 from control.translate import resources as r
 from control.translate.filters import BACKEND_FILTERS, FilterError
 from control.translate.filters import convert as convert_filters
-from control.translate.backends import BackendResolver, Problem
-from control.translate.gateway import GatewayState, ListenerState
+from control.translate.backends import BackendResolver, ClusterSpec, Problem
+from control.translate.gateway import GatewayState
 from control.translate.resources import GATEWAY_GROUP, ObjectKey, created_epoch
 from control.translate.store import Store
 from control.translate.validation import duration_ms
@@ -53,10 +54,54 @@ def attach_routes(
     resolver: BackendResolver,
     report: StatusReport,
     controller_name: str,
+    memo: RouteMemo | None = None,
 ) -> tuple[ir.Route, ...]:
     """Attach every HTTPRoute; returns the routes served by at least one listener."""
     return attach_all(store.http_routes.values(), _rules,
-                      store, gateways, resolver, report, controller_name)
+                      store, gateways, resolver, report, controller_name, memo)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """All that attaching one route decides, as data: computed by ``_outcome``
+    from the route and the world around it, applied by ``_apply``. Equal
+    inputs give an equal outcome, so translate's memo keeps one per route
+    (``RouteMemo``) and applies it again while neither the route nor the
+    world around it changed."""
+
+    route: Any  # r.HTTPRoute | r.FluxGateRoute: the object it was computed from
+    ir: ir.Route
+    served: bool
+    report: StatusReport  # the route's own status and notes
+    counts: tuple[tuple[ObjectKey, int], ...]  # (Gateway, listener index): attachedRoutes
+    attachments: tuple[tuple[ObjectKey, int, tuple[str, ...]], ...]  # ... and hostnames served
+    clusters: tuple[tuple[str, ClusterSpec], ...]  # what its backendRefs resolved to
+
+
+class RouteMemo:
+    """Outcomes of the last translation by route key, valid while ``context``
+    (every object a route's outcome may read other than routes and
+    EndpointSlices, and translate's arguments) is unchanged: translate resets
+    it otherwise. A route's outcome is reused only for the very object it was
+    computed from (identity: the cache keeps an unchanged object's)."""
+
+    def __init__(self) -> None:
+        self.context: tuple | None = None
+        self._last: dict[ObjectKey, Outcome] = {}
+        self._next: dict[ObjectKey, Outcome] = {}
+        self.reused = self.computed = 0
+
+    def begin(self, context: tuple) -> None:
+        # Identity short-cuts the comparison of every unchanged object.
+        if context != self.context:
+            self._last = {}
+            self.context = context
+        self._next = {}
+        self.reused = self.computed = 0
+
+    def end(self) -> None:
+        """Forget the routes this translation did not see (deleted)."""
+        self._last, self._next = self._next, {}
 
 
 def attach_all(
@@ -67,19 +112,72 @@ def attach_all(
     resolver: BackendResolver,
     report: StatusReport,
     controller_name: str,
+    memo: RouteMemo | None = None,
 ) -> tuple[ir.Route, ...]:
     """Attach routes of one kind; ``rules_of`` gives a route's rules, the
     reasons for dropped rules, and unresolved refs."""
     served: list[ir.Route] = []
+    memo = memo if memo is not None else RouteMemo()
+    last, keep = memo._last, memo._next
     for route in routes:
-        rules, dropped, problems = rules_of(route, resolver)
-        route_ir = ir.Route(
-            kind=route.KIND, namespace=route.namespace, name=route.name,
-            created=created_epoch(route.metadata.creation_timestamp), rules=tuple(rules),
-        )
-        if attach_route(route, route_ir, dropped, problems, store, gateways, report, controller_name):
-            served.append(route_ir)
-    return tuple(sorted(served, key=lambda x: x.ref))
+        outcome = last.get(route.key)
+        if outcome is None or outcome.route is not route:
+            outcome = _outcome(route, rules_of, store, gateways, resolver, controller_name)
+            memo.computed += 1
+        keep[route.key] = outcome
+        _apply(outcome, gateways, resolver, report)
+        if outcome.served:
+            served.append(outcome.ir)
+    memo.reused = len(keep) - memo.computed
+    return tuple(sorted(served, key=_ref))
+
+
+def _ref(route: ir.Route) -> str:
+    return route.ref
+
+
+def _outcome(
+    route: r.HTTPRoute | r.FluxGateRoute,
+    rules_of: Callable[[Any, BackendResolver], tuple[list[ir.Rule], list[str], list[Problem]]],
+    store: Store,
+    gateways: dict[ObjectKey, GatewayState],
+    resolver: BackendResolver,
+    controller_name: str,
+) -> Outcome:
+    resolver.captured = []
+    rules, dropped, problems = rules_of(route, resolver)
+    route_ir = ir.Route(
+        kind=route.KIND, namespace=route.namespace, name=route.name,
+        created=created_epoch(route.metadata.creation_timestamp), rules=tuple(rules),
+    )
+    own = StatusReport()
+    effects = _Effects()
+    served = attach_route(route, route_ir, dropped, problems, store, gateways, own,
+                          controller_name, effects)
+    return Outcome(route, route_ir, served, own, tuple(effects.counts),
+                   tuple(effects.attachments), tuple(resolver.captured))
+
+
+def _apply(outcome: Outcome, gateways: dict[ObjectKey, GatewayState],
+           resolver: BackendResolver, report: StatusReport) -> None:
+    """The one place a route's outcome changes the translation's state."""
+    for name, spec in outcome.clusters:
+        resolver.want(name, spec)
+    for gw_key, index in outcome.counts:
+        gateways[gw_key].listeners[index].count(outcome.route)
+    if outcome.attachments:
+        ref = outcome.ir.ref
+        for gw_key, index, hosts in outcome.attachments:
+            gateways[gw_key].listeners[index].attach(ref, hosts)
+    report.adopt(outcome.report)
+
+
+class _Effects:
+    """What attaching a route would do to listeners, recorded, not done."""
+
+    def __init__(self) -> None:
+        self.counts: list[tuple[ObjectKey, int]] = []
+        self.attachments: list[tuple[ObjectKey, int, tuple[str, ...]]] = []
 
 
 def attach_route(
@@ -91,9 +189,11 @@ def attach_route(
     gateways: dict[ObjectKey, GatewayState],
     report: StatusReport,
     controller_name: str,
+    effects: _Effects,
 ) -> bool:
     """Attach one route (any kind with parentRefs and hostnames) to its parents,
-    recording its status; True if some listener serves it."""
+    recording its status in ``report`` and what it does to listeners in
+    ``effects``; True if some listener serves it."""
     attached = False
     if not route.spec.parent_refs:
         report.note(f"{route.key} has no parentRefs: it attaches to nothing")
@@ -113,7 +213,7 @@ def attach_route(
         if state is None:
             parent.set(ACCEPTED, False, "NoMatchingParent", f"Gateway {ref.namespace}/{ref.name} not found")
         else:
-            attached |= _attach(route, route_ir, ref, state, store, parent, dropped)
+            attached |= _attach(route, route_ir, ref, gw_key, state, store, parent, dropped, effects)
         _refs_condition(parent, problems)
         if dropped and parent.is_true(ACCEPTED):
             parent.set(PARTIALLY_INVALID, True, "UnsupportedValue", "Dropped Rule(s): " + "; ".join(dropped))
@@ -121,36 +221,35 @@ def attach_route(
 
 
 def _attach(
-    route: r.HTTPRoute, route_ir: ir.Route, ref: ParentRef, gw: GatewayState,
-    store: Store, parent: ParentStatus, dropped: list[str],
+    route: r.HTTPRoute, route_ir: ir.Route, ref: ParentRef, gw_key: ObjectKey, gw: GatewayState,
+    store: Store, parent: ParentStatus, dropped: list[str], effects: _Effects,
 ) -> bool:
     """Steps 2-6 for one Gateway parent; True if the route now serves on it."""
     name = f"Gateway {ref.namespace}/{ref.name}"
     if not gw.accepted:
         parent.set(ACCEPTED, False, "NoMatchingParent", f"{name} is not accepted")
         return False
-    selected = [lst for lst in gw.listeners
+    selected = [(i, lst) for i, lst in enumerate(gw.listeners)
                 if ref.section_name in (None, lst.name) and ref.port in (None, lst.port)]
     if not selected:
         parent.set(ACCEPTED, False, "NoMatchingParent", f"{name} has no {_wanted(ref)}")
         return False
-    admitting = [lst for lst in selected if lst.admits(route, store)]
+    admitting = [(i, lst) for i, lst in selected if lst.admits(route, store)]
     if not admitting:
         parent.set(ACCEPTED, False, "NotAllowedByListeners",
                    f"no listener of {name} allows {route.KIND}s from namespace {route.namespace!r}")
         return False
-    for lst in admitting:
-        lst.count(route)
-    valid = [lst for lst in admitting if lst.usable]
+    effects.counts += [(gw_key, i) for i, _ in admitting]
+    valid = [(i, lst) for i, lst in admitting if lst.usable]
     if not valid:
-        names = ", ".join(lst.name for lst in admitting)
+        names = ", ".join(lst.name for _, lst in admitting)
         parent.set(ACCEPTED, False, "NoMatchingParent", f"listeners of {name} not valid: {names}")
         return False
-    matches: list[tuple[ListenerState, tuple[str, ...]]] = []
-    for lst in valid:
+    matches: list[tuple[int, tuple[str, ...]]] = []
+    for i, lst in valid:
         hosts = intersect(lst.spec.hostname, route.spec.hostnames)
         if hosts:
-            matches.append((lst, hosts))
+            matches.append((i, hosts))
     if not matches:
         parent.set(ACCEPTED, False, "NoMatchingListenerHostname",
                    f"no hostname of the route matches a listener hostname of {name}")
@@ -158,8 +257,7 @@ def _attach(
     if not route_ir.rules:
         parent.set(ACCEPTED, False, "UnsupportedValue", "no valid rule: " + "; ".join(dropped))
         return False
-    for lst, hosts in matches:
-        lst.attach(route_ir.ref, hosts)
+    effects.attachments += [(gw_key, i, hosts) for i, hosts in matches]
     parent.set(ACCEPTED, True, "Accepted")
     return True
 

@@ -244,7 +244,6 @@ def _backend(ing: r.Ingress, spec: r.IngressBackend, where: str, store: Store,
 
 
 def translate_ingresses(
-    objects: Iterable[r.Resource],
     store: Store,
     resolver: BackendResolver,
     report: StatusReport,
@@ -261,11 +260,10 @@ def translate_ingresses(
     ``gateway_listeners``/``gateway_routes``: what HTTPRoutes already serve, so
     the defaultBackend knows the hosts of its socket.
     """
-    ordered = sorted(objects, key=lambda o: o.key)
-    classes = accept_classes([o for o in ordered if isinstance(o, r.IngressClass)], report,
+    classes = accept_classes(list(store.ingress_classes.values()), report,
                              controller_name=controller_name, default_class=default_class)
     plans = []
-    for ing in (o for o in ordered if isinstance(o, r.Ingress)):
+    for ing in store.ingresses.values():
         plan = _accept(ing, classes, report, store, resolver)
         if plan is not None:
             plans.append(plan)

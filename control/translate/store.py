@@ -32,6 +32,8 @@ class Store:
         self.fluxgate_routes: dict[ObjectKey, r.FluxGateRoute] = {}
         self.services: dict[tuple[str, str], r.Service] = {}
         self.namespaces: dict[str, r.Namespace] = {}
+        self.ingresses: dict[ObjectKey, r.Ingress] = {}
+        self.ingress_classes: dict[str, r.IngressClass] = {}
         self._slices: dict[tuple[str, str], list[r.EndpointSlice]] = defaultdict(list)
         self._grants: dict[str, list[r.ReferenceGrant]] = defaultdict(list)
         for obj in ordered:
@@ -52,6 +54,10 @@ class Store:
                 self._grants[obj.namespace].append(obj)
             elif isinstance(obj, r.Namespace):
                 self.namespaces[obj.name] = obj
+            elif isinstance(obj, r.Ingress):
+                self.ingresses[obj.key] = obj
+            elif isinstance(obj, r.IngressClass):
+                self.ingress_classes[obj.name] = obj
 
     def endpoint_slices(self, namespace: str, service: str) -> list[r.EndpointSlice]:
         """The slices labelled ``kubernetes.io/service-name: service``, by name."""
