@@ -149,6 +149,13 @@ class HttpProtocol(asyncio.Protocol):
             ex.abandon()
         self.queue.clear()
         self.active = self.current = None
+        # The parser holds this protocol (its callbacks): a cycle that only the
+        # worker's rare full collections would free, keeping with it the
+        # virtual host this connection last used - a whole table generation
+        # per connection after a swap. Broken here, the connection is freed
+        # by reference counting as soon as it is closed.
+        self.parser = None
+        self._vh_gen, self._vh_host, self._vh = -1, None, None
 
     def data_received(self, data: bytes) -> None:
         if self._parse_error:

@@ -134,14 +134,23 @@ class Admin:
         raise AssertionError("unreachable")
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A /proc/<pid>/status memory line in KiB: VmRSS, or its parts RssAnon
+    (the process's own heap), RssShmem (the route table's ring pages it has
+    read: shared with the other workers and the control process)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def memory_of(control_pid: int, worker_pids: list[int]) -> dict:
+    return {"control_kib": rss_kib(control_pid), "workers_kib": [rss_kib(p) for p in worker_pids],
+            "workers_anon_kib": [rss_kib(p, "RssAnon") for p in worker_pids],
+            "workers_shmem_kib": [rss_kib(p, "RssShmem") for p in worker_pids]}
 
 
 def start_gateway(args, workdir: Path, api_port: int, listen_port: int) -> tuple[h.Proc, int]:
@@ -352,7 +361,7 @@ def measure(args, workdir: Path, api: KubeAPIProcess, listen_port: int, echo_por
     worker_pids = [w["pid"] for w in cfg["workers"]]
     del cfg
     time.sleep(1.0)
-    memory = {"control_kib": rss_kib(control_pid), "workers_kib": [rss_kib(p) for p in worker_pids]}
+    memory = memory_of(control_pid, worker_pids)
     print(f"gateway serving {args.routes} routes {startup:.1f}s after start "
           f"({args.workers} workers; control RSS {memory['control_kib'] / 1024:.1f} MiB, "
           f"workers {', '.join(f'{k / 1024:.1f}' for k in memory['workers_kib'])} MiB)", flush=True)
@@ -360,7 +369,7 @@ def measure(args, workdir: Path, api: KubeAPIProcess, listen_port: int, echo_por
     records = churn(api, admin, proc, args, listen_port)
     served = [r["served_ms"] for r in records]
     multi = sum(1 for r in records if r["generation_steps"] != 1)
-    memory_after = {"control_kib": rss_kib(control_pid), "workers_kib": [rss_kib(p) for p in worker_pids]}
+    memory_after = memory_of(control_pid, worker_pids)
     proc.stop()
 
     status = status_phase(api, args, workdir) if args.status_routes else None
@@ -396,7 +405,10 @@ def measure(args, workdir: Path, api: KubeAPIProcess, listen_port: int, echo_por
           f"{memory_after['control_kib'] / 1024:.1f})")
     for i, kib in enumerate(memory["workers_kib"]):
         print(f"{'worker %d RSS at %d routes' % (i, args.routes):44} {kib / 1024:>18.1f} MiB   "
-              f"(after: {memory_after['workers_kib'][i] / 1024:.1f})")
+              f"(after: {memory_after['workers_kib'][i] / 1024:.1f}; own heap "
+              f"{memory['workers_anon_kib'][i] / 1024:.1f} -> {memory_after['workers_anon_kib'][i] / 1024:.1f},"
+              f" shared table pages {memory['workers_shmem_kib'][i] / 1024:.1f} -> "
+              f"{memory_after['workers_shmem_kib'][i] / 1024:.1f})")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
