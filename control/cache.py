@@ -54,6 +54,10 @@ class ObjectCache:
     def __init__(self) -> None:
         self._entries: dict[ObjectKey, Entry] = {}
         self._sorted: tuple[Resource, ...] | None = None  # objects(), until the next change
+        # objects() as a list with each key's position: a change that only
+        # replaces objects (no key added or gone) patches it in place of a sort.
+        self._list: list[Resource] = []
+        self._position: dict[ObjectKey, int] = {}
         self.errors: tuple[LoadError, ...] = ()  # of the last apply
         self.warnings: tuple[LoadError, ...] = ()
 
@@ -73,7 +77,10 @@ class ObjectCache:
     def objects(self) -> tuple[Resource, ...]:
         """Every current object, sorted by key (translate's input)."""
         if self._sorted is None:
-            self._sorted = tuple(self._entries[k].resource for k in sorted(self._entries))
+            keys = sorted(self._entries)
+            self._list = [self._entries[k].resource for k in keys]
+            self._position = {k: i for i, k in enumerate(keys)}
+            self._sorted = tuple(self._list)
         return self._sorted
 
     def apply_changes(self, upserts: Iterable[KObject], deletes: Iterable[KObject] = ()) -> bool:
@@ -87,10 +94,12 @@ class ObjectCache:
         errors: list[LoadError] = []
         warnings: list[LoadError] = []
         changed = False
+        keys_changed = False
+        replaced: list[ObjectKey] = []
         for obj in deletes:
             key = validation.identify(obj)
             if key is not None and self._entries.pop(key, None) is not None:
-                changed = True
+                changed = keys_changed = True
         for obj in upserts:
             key = validation.identify(obj)
             if key is None:
@@ -106,11 +115,20 @@ class ObjectCache:
                 else:
                     errors.append(_problem(obj, key, f"rejected, keeping the last good version: {exc}"))
                 continue
-            if last is None or last.resource != resource:
+            if last is None:
+                changed = keys_changed = True
+            elif last.resource != resource:
                 changed = True
+                replaced.append(key)
+            else:
+                continue  # equal: keep the object translate's memo knows (identity)
             self._entries[key] = Entry(resource, obj.file, obj.document, obj.item)
-        if changed:
+        if keys_changed or self._sorted is None:
             self._sorted = None
+        elif replaced:
+            for key in replaced:
+                self._list[self._position[key]] = self._entries[key].resource
+            self._sorted = tuple(self._list)
         self.errors = tuple(errors)
         self.warnings = tuple(warnings)
         return changed

@@ -177,14 +177,15 @@ class StatusReport:
             self._noted.add(text)
             self.notes.append(text)
 
-    def adopt(self, other: "StatusReport") -> None:
-        """Take in the statuses and notes of a report about other objects (one
-        route's, which translate's memo may hand to many reports: so statuses
-        must not be changed once a translation is done)."""
-        self._objects.update(other._objects)
-        if other.notes:
-            for text in other.notes:
-                self.note(text)
+    def by_key(self) -> dict[Key, ObjectStatus]:
+        """Every status by (kind, namespace, name); read only."""
+        return self._objects
+
+    def adopt_objects(self, statuses: dict[Key, ObjectStatus]) -> None:
+        """Take in statuses of other objects (routes' statuses, which translate's
+        route set hands to many reports: so statuses must not be changed once
+        a translation is done)."""
+        self._objects.update(statuses)
 
     def __iter__(self) -> Iterator[ObjectStatus]:
         for key in sorted(self._objects, key=_order):

@@ -6,9 +6,9 @@ as it decides (never writing it):
 1. GatewayClasses: which are ours (``gateway.accept_classes``).
 2. Gateways of those classes and their listeners (``gateway.accept_gateways``),
    only this shard's when ``gateways`` names them (FLUXGATE_GATEWAYS).
-3. HTTPRoutes: attach to listeners, resolve backendRefs
-   (``httproute.attach_routes``, ``backends.BackendResolver``); FluxGateRoutes
-   the same way (``fluxgateroute.attach_routes``).
+3. HTTPRoutes and FluxGateRoutes: attach to listeners (``httproute.attach_route``,
+   rules from ``httproute.rules`` / ``fluxgateroute.rules``), resolve backendRefs
+   (``backends.BackendResolver``); ``routeset.RouteSet`` keeps the outcomes.
 4. Ingresses and IngressClasses, on their own listener, merged with the
    above by compile where they share a socket (``ingress.translate_ingresses``).
 5. Assemble the IR from what attached, keeping only clusters that a served
@@ -22,17 +22,19 @@ A ``Memo`` passed from one call to the next makes a small change cost its own
 size, not the world's (issue 5: one route edit among 5000), and never changes
 the result: with or without it, the same objects give an equal Translation
 (tests/control/test_translate_memo.py checks this over random edit sequences).
-What it keeps: each route's ``Outcome`` (rules, status, listener attachments,
-resolved clusters), reused while the route object is the same one and every
-other object a route reads (its "context": all but routes, EndpointSlices and
-Ingresses) is unchanged; and each cluster, reused while its Service and
-EndpointSlice objects are the same. An EndpointSlice change thus rebuilds its
-cluster only; a Gateway or Service change recomputes every route.
+What it keeps: the ``RouteSet`` (routeset.py), each route's ``Outcome`` (rules,
+status, listener attachments, resolved clusters) and their sums, patched by
+difference while every object a route reads other than itself (its
+"context": all but routes, EndpointSlices and Ingresses) is unchanged; and
+each cluster, reused while its Service and EndpointSlice objects are the
+same. An EndpointSlice change thus rebuilds its cluster only; a Gateway or
+Service change recomputes every route.
 """
 
 from __future__ import annotations
 
 import copy
+import operator
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -42,6 +44,7 @@ from control.translate import fluxgateroute, gateway, httproute, ingress
 from control.translate.backends import BackendResolver
 from control.translate import resources as r
 from control.translate.resources import Resource
+from control.translate.routeset import RouteSet, cluster_names
 from control.translate.store import Store
 
 CONTROLLER_NAME = "fluxgate.io/gateway-controller"
@@ -63,7 +66,7 @@ class Memo:
     """What one translate() call leaves for the next (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.routes = httproute.RouteMemo()
+        self.routes = RouteSet()
         self.clusters: dict = {}
 
 
@@ -96,21 +99,17 @@ def translate(
     store = Store(objects)
     report = StatusReport()
     shard = tuple(gateways) if gateways is not None else None
-    routes_memo = memo.routes if memo is not None else None
-    if routes_memo is not None:
-        context = (default_class, controller_name, shard,
-                   *(o for o in objects if not isinstance(o, _NOT_CONTEXT)))
-        routes_memo.begin(context)
+    context = (default_class, controller_name, shard,
+               *(o for o in objects if not isinstance(o, _NOT_CONTEXT)))
     classes = gateway.accept_classes(
         store, report, controller_name=controller_name, default_class=default_class
     )
     gateways = gateway.accept_gateways(_shard(store, report, shard), report, classes)
     resolver = BackendResolver(store, memo.clusters if memo is not None else None)
-    routes = httproute.attach_routes(store, gateways, resolver, report, controller_name, routes_memo)
-    routes += fluxgateroute.attach_routes(store, gateways, resolver, report, controller_name,
-                                          routes_memo)
-    if routes_memo is not None:
-        routes_memo.end()
+    route_set = memo.routes if memo is not None else RouteSet()
+    routes = route_set.attach_all(
+        [(store.http_routes.values(), httproute.rules), (store.fluxgate_routes.values(), fluxgateroute.rules)],
+        context, store, gateways, resolver, report, controller_name)
 
     listeners = tuple(
         lst.to_ir() for state in gateways.values() for lst in state.listeners if lst.usable
@@ -121,10 +120,10 @@ def translate(
         http_port=ingress_http_port, https_port=ingress_https_port,
     )
     listeners += ingress_listeners
-    routes = tuple(sorted(routes + ingress_routes, key=lambda x: x.ref))
-    used = {b.cluster for route in routes for rule in route.rules for b in rule.backends}
-    used |= {f.config.get("cluster", "") for route in routes for rule in route.rules
-             for f in rule.filters if f.type == "RequestMirror"}  # mirror targets are served too
+    used = route_set.used_clusters()
+    if ingress_routes:
+        routes = tuple(sorted(routes + ingress_routes, key=operator.attrgetter("ref")))
+        used.update(name for route in ingress_routes for name in cluster_names(route))
     clusters = tuple(c for c in resolver.clusters() if c.name in used)
     return Translation(IR(listeners=listeners, routes=routes, clusters=clusters), report)
 

@@ -3,7 +3,7 @@
 A FluxGateRoute attaches exactly like an HTTPRoute (``httproute.attach_route``:
 the same parentRefs, listeners, hostnames and conditions; a listener admits it
 wherever it admits HTTPRoutes) and its rules are first translated by
-``httproute._rules`` (matches, filters, backendRefs, timeouts, with the same
+``httproute.rules`` (matches, filters, backendRefs, timeouts, with the same
 validation and the same reasons for dropping a rule). Then, per kept rule:
 
 * ``canary``: requests carrying the canary header (any value, or the given
@@ -35,42 +35,25 @@ import re
 import msgspec
 
 from control import ir
-from control.status import StatusReport
 from control.translate import httproute
 from control.translate import resources as r
 from control.translate.backends import BackendResolver, Problem
-from control.translate.gateway import GatewayState
-from control.translate.resources import ObjectKey
-from control.translate.store import Store
 from control.translate.validation import PLACEHOLDER, duration_ms
 
 CANARY_INDEX = 100  # the canary rule of spec.rules[i] has index CANARY_INDEX + i
 HEADER_TEMPLATE = "RequestHeaderTemplate"
 
 
-def attach_routes(
-    store: Store,
-    gateways: dict[ObjectKey, GatewayState],
-    resolver: BackendResolver,
-    report: StatusReport,
-    controller_name: str,
-    memo: httproute.RouteMemo | None = None,
-) -> tuple[ir.Route, ...]:
-    """Attach every FluxGateRoute; returns the routes served by at least one listener."""
-    return httproute.attach_all(store.fluxgate_routes.values(), _rules,
-                                store, gateways, resolver, report, controller_name, memo)
-
-
-def _rules(
+def rules(
     route: r.FluxGateRoute, resolver: BackendResolver
 ) -> tuple[list[ir.Rule], list[str], list[Problem]]:
     """Valid IR rules, dropped-rule reasons, unresolved refs."""
-    base, dropped, problems = httproute._rules(route, resolver)  # type: ignore[arg-type]
+    base, dropped, problems = httproute.rules(route, resolver)  # type: ignore[arg-type]
     rules: list[ir.Rule] = []
     for rule in base:
         spec = route.spec.rules[rule.index]
         if any(f.type == "ExtensionRef" for f in spec.filters):
-            rules.append(rule)  # answered 500 whatever else it says (httproute._rules)
+            rules.append(rule)  # answered 500 whatever else it says (httproute.rules)
             continue
         try:
             rule = _with_headers(rule, spec.request_headers)

@@ -27,6 +27,7 @@ Rules:
 from __future__ import annotations
 
 import ipaddress
+import operator
 from dataclasses import dataclass, field
 
 from control import ir
@@ -62,7 +63,7 @@ class ListenerState:
     kinds: tuple[tuple[str, str], ...] = ()  # (group, kind) of the routes it admits
     usable: bool = False  # accepted and not conflicted: routes may attach
     programmed: bool = False  # in the table
-    attachments: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    attachments: dict[str, ir.Attachment] = field(default_factory=dict)  # by route ref
     _counted: set[ObjectKey] = field(default_factory=set)
 
     @property
@@ -89,17 +90,11 @@ class ListenerState:
         assert policy.selector is not None  # validation requires it
         return selector_matches(policy.selector, store.namespace_labels(route.namespace))
 
-    def count(self, route: r.HTTPRoute) -> None:
-        """Count a route in attachedRoutes (once, however many parentRefs pick it)."""
-        self._counted.add(route.key)
-        self.status.attached_routes = len(self._counted)
-
-    def attach(self, route_ref: str, hostnames: tuple[str, ...]) -> None:
-        known = self.attachments.get(route_ref)
-        if known is None:  # the common case, once per route: no merge
-            self.attachments[route_ref] = hostnames
-        else:
-            self.attachments[route_ref] = known + tuple(h for h in hostnames if h not in known)
+    def set_counted(self, keys: set[ObjectKey]) -> None:
+        """The routes attachedRoutes counts (each once, however many parentRefs
+        pick it); the route set (routeset.py) keeps them."""
+        self._counted = keys
+        self.status.attached_routes = len(keys)
 
     def to_ir(self) -> ir.Listener:
         return ir.Listener(
@@ -110,11 +105,11 @@ class ListenerState:
             protocol=self.spec.protocol,
             hostname=self.hostname,
             programmed=self.programmed,
-            attachments=tuple(
-                ir.Attachment(route=ref, hostnames=hosts)
-                for ref, hosts in sorted(self.attachments.items())
-            ),
+            attachments=tuple(att for _, att in sorted(self.attachments.items(), key=_FIRST)),
         )
+
+
+_FIRST = operator.itemgetter(0)  # (route ref, attachment): by ref
 
 
 @dataclass

@@ -24,8 +24,6 @@ not resolve gives the reason, the message lists them all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
 
 from control import ir
 from control.status import (
@@ -39,140 +37,16 @@ from control.status import (
 from control.translate import resources as r
 from control.translate.filters import BACKEND_FILTERS, FilterError
 from control.translate.filters import convert as convert_filters
-from control.translate.backends import BackendResolver, ClusterSpec, Problem
+from control.translate.backends import BackendResolver, Problem
 from control.translate.gateway import GatewayState
-from control.translate.resources import GATEWAY_GROUP, ObjectKey, created_epoch
+from control.translate.resources import GATEWAY_GROUP, ObjectKey
 from control.translate.store import Store
 from control.translate.validation import duration_ms
 
 DEFAULT_MATCH = ir.RouteMatch(path=ir.PathMatch(type="PathPrefix", value="/"))
 
 
-def attach_routes(
-    store: Store,
-    gateways: dict[ObjectKey, GatewayState],
-    resolver: BackendResolver,
-    report: StatusReport,
-    controller_name: str,
-    memo: RouteMemo | None = None,
-) -> tuple[ir.Route, ...]:
-    """Attach every HTTPRoute; returns the routes served by at least one listener."""
-    return attach_all(store.http_routes.values(), _rules,
-                      store, gateways, resolver, report, controller_name, memo)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """All that attaching one route decides, as data: computed by ``_outcome``
-    from the route and the world around it, applied by ``_apply``. Equal
-    inputs give an equal outcome, so translate's memo keeps one per route
-    (``RouteMemo``) and applies it again while neither the route nor the
-    world around it changed."""
-
-    route: Any  # r.HTTPRoute | r.FluxGateRoute: the object it was computed from
-    ir: ir.Route
-    served: bool
-    report: StatusReport  # the route's own status and notes
-    counts: tuple[tuple[ObjectKey, int], ...]  # (Gateway, listener index): attachedRoutes
-    attachments: tuple[tuple[ObjectKey, int, tuple[str, ...]], ...]  # ... and hostnames served
-    clusters: tuple[tuple[str, ClusterSpec], ...]  # what its backendRefs resolved to
-
-
-class RouteMemo:
-    """Outcomes of the last translation by route key, valid while ``context``
-    (every object a route's outcome may read other than routes and
-    EndpointSlices, and translate's arguments) is unchanged: translate resets
-    it otherwise. A route's outcome is reused only for the very object it was
-    computed from (identity: the cache keeps an unchanged object's)."""
-
-    def __init__(self) -> None:
-        self.context: tuple | None = None
-        self._last: dict[ObjectKey, Outcome] = {}
-        self._next: dict[ObjectKey, Outcome] = {}
-        self.reused = self.computed = 0
-
-    def begin(self, context: tuple) -> None:
-        # Identity short-cuts the comparison of every unchanged object.
-        if context != self.context:
-            self._last = {}
-            self.context = context
-        self._next = {}
-        self.reused = self.computed = 0
-
-    def end(self) -> None:
-        """Forget the routes this translation did not see (deleted)."""
-        self._last, self._next = self._next, {}
-
-
-def attach_all(
-    routes: Iterable[r.HTTPRoute | r.FluxGateRoute],
-    rules_of: Callable[[Any, BackendResolver], tuple[list[ir.Rule], list[str], list[Problem]]],
-    store: Store,
-    gateways: dict[ObjectKey, GatewayState],
-    resolver: BackendResolver,
-    report: StatusReport,
-    controller_name: str,
-    memo: RouteMemo | None = None,
-) -> tuple[ir.Route, ...]:
-    """Attach routes of one kind; ``rules_of`` gives a route's rules, the
-    reasons for dropped rules, and unresolved refs."""
-    served: list[ir.Route] = []
-    memo = memo if memo is not None else RouteMemo()
-    last, keep = memo._last, memo._next
-    for route in routes:
-        outcome = last.get(route.key)
-        if outcome is None or outcome.route is not route:
-            outcome = _outcome(route, rules_of, store, gateways, resolver, controller_name)
-            memo.computed += 1
-        keep[route.key] = outcome
-        _apply(outcome, gateways, resolver, report)
-        if outcome.served:
-            served.append(outcome.ir)
-    memo.reused = len(keep) - memo.computed
-    return tuple(sorted(served, key=_ref))
-
-
-def _ref(route: ir.Route) -> str:
-    return route.ref
-
-
-def _outcome(
-    route: r.HTTPRoute | r.FluxGateRoute,
-    rules_of: Callable[[Any, BackendResolver], tuple[list[ir.Rule], list[str], list[Problem]]],
-    store: Store,
-    gateways: dict[ObjectKey, GatewayState],
-    resolver: BackendResolver,
-    controller_name: str,
-) -> Outcome:
-    resolver.captured = []
-    rules, dropped, problems = rules_of(route, resolver)
-    route_ir = ir.Route(
-        kind=route.KIND, namespace=route.namespace, name=route.name,
-        created=created_epoch(route.metadata.creation_timestamp), rules=tuple(rules),
-    )
-    own = StatusReport()
-    effects = _Effects()
-    served = attach_route(route, route_ir, dropped, problems, store, gateways, own,
-                          controller_name, effects)
-    return Outcome(route, route_ir, served, own, tuple(effects.counts),
-                   tuple(effects.attachments), tuple(resolver.captured))
-
-
-def _apply(outcome: Outcome, gateways: dict[ObjectKey, GatewayState],
-           resolver: BackendResolver, report: StatusReport) -> None:
-    """The one place a route's outcome changes the translation's state."""
-    for name, spec in outcome.clusters:
-        resolver.want(name, spec)
-    for gw_key, index in outcome.counts:
-        gateways[gw_key].listeners[index].count(outcome.route)
-    if outcome.attachments:
-        ref = outcome.ir.ref
-        for gw_key, index, hosts in outcome.attachments:
-            gateways[gw_key].listeners[index].attach(ref, hosts)
-    report.adopt(outcome.report)
-
-
-class _Effects:
+class Effects:
     """What attaching a route would do to listeners, recorded, not done."""
 
     def __init__(self) -> None:
@@ -189,7 +63,7 @@ def attach_route(
     gateways: dict[ObjectKey, GatewayState],
     report: StatusReport,
     controller_name: str,
-    effects: _Effects,
+    effects: Effects,
 ) -> bool:
     """Attach one route (any kind with parentRefs and hostnames) to its parents,
     recording its status in ``report`` and what it does to listeners in
@@ -222,7 +96,7 @@ def attach_route(
 
 def _attach(
     route: r.HTTPRoute, route_ir: ir.Route, ref: ParentRef, gw_key: ObjectKey, gw: GatewayState,
-    store: Store, parent: ParentStatus, dropped: list[str], effects: _Effects,
+    store: Store, parent: ParentStatus, dropped: list[str], effects: Effects,
 ) -> bool:
     """Steps 2-6 for one Gateway parent; True if the route now serves on it."""
     name = f"Gateway {ref.namespace}/{ref.name}"
@@ -318,7 +192,7 @@ def _overlap(a: str, b: str) -> str:
 # --- rules ---------------------------------------------------------------------------
 
 
-def _rules(
+def rules(
     route: r.HTTPRoute, resolver: BackendResolver
 ) -> tuple[list[ir.Rule], list[str], list[Problem]]:
     """The route's valid rules, why others were dropped, and unresolved refs."""

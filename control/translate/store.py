@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from typing import Iterable
 
@@ -21,11 +22,12 @@ from control.translate import resources as r
 from control.translate.resources import ObjectKey
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+_KEY = operator.attrgetter("key")
 
 
 class Store:
     def __init__(self, objects: Iterable[r.Resource]) -> None:
-        ordered = sorted(objects, key=lambda o: o.key)
+        ordered = sorted(objects, key=_KEY)  # cheap when already sorted (the cache's order)
         self.gateway_classes: dict[str, r.GatewayClass] = {}
         self.gateways: dict[ObjectKey, r.Gateway] = {}
         self.http_routes: dict[ObjectKey, r.HTTPRoute] = {}
