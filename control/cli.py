@@ -36,7 +36,7 @@ DEMO_BACKENDS = (("v1", 18081), ("v2", 18082))  # the EndpointSlices in quicksta
 
 # The settings `fluxgate controller` reads (others are accepted and ignored).
 CONTROLLER_SETTINGS = (
-    "kubeconfig", "resync_seconds", "watch_namespaces", "admin_address", "admin_port",
+    "kubeconfig", "resync_seconds", "relist_seconds", "watch_namespaces", "admin_address", "admin_port",
     "ingress_http_port", "holdoff_ms", "holdoff_max_ms", "lease_namespace", "lease_duration",
     "lease_renew_deadline", "lease_retry_period", "pod_name", "webhook_address", "webhook_port",
     "webhook_cert", "webhook_key", "ingress_status_address", "log_level", "log_format",

@@ -167,8 +167,12 @@ class Config:
     kubernetes: bool = _setting(False, _bool, "watch the Kubernetes API instead of --config (Kubernetes mode)")
     kubeconfig: str = _setting("", str, "Kubernetes mode: kubeconfig file (default: in-cluster, else"
                                " $KUBECONFIG or ~/.kube/config)")
-    resync_seconds: float = _setting(15.0, float, "Kubernetes mode: re-list every kind this often to"
-                                     " repair drift (s)", 1, 86400)
+    resync_seconds: float = _setting(15.0, float, "Kubernetes mode: renew every watch this often, from"
+                                     " its resourceVersion (no re-list); fluxgate controller: a full"
+                                     " status pass this often (s)", 1, 86400)
+    relist_seconds: float = _setting(600.0, float, "Kubernetes mode: list every kind again this often,"
+                                     " to repair what a watch cannot (a store restored from a backup);"
+                                     " 0 = never (s)", 0, 86400)
     gateways: tuple = _setting((), _gateways, "serve only these Gateways (comma-separated namespace/name);"
                                " default: every Gateway of --gateway-class")
     gateway_class: str = _setting("fluxgate", _gateway_class, "the GatewayClass (and IngressClass) this"

@@ -20,11 +20,20 @@ Rules (what must stay true):
   - on 410 Gone (an ``ApiException`` 410, or an ERROR event with code 410):
     its history is gone, only a fresh list is right; at once, no back-off;
   - on any other ERROR event, and on an error answer to a watch request
-    (after a back-off); a lost connection only resumes the watch;
-  - every ``resync_seconds`` (jittered by up to 10 %): the watch asks the
-    server to end the stream then (``timeoutSeconds``), and the re-list
-    repairs any drift. A re-list changes only what differs (by
-    resourceVersion), so a quiet resync causes no rebuild.
+    (after a back-off); a lost connection only resumes the watch.
+  - every ``relist_seconds`` (FLUXGATE_RELIST_SECONDS, default 600; 0:
+    never), to repair what the watch contract cannot: a store restored
+    from a backup, whose resourceVersions went back in time, so that a
+    watch resumed from ours misses what it recreated.
+  Every ``resync_seconds`` (jittered by up to 10 %) the watch asks the
+  server to end the stream (``timeoutSeconds``) and starts a new one from
+  its resourceVersion, as client-go's informers do: a connection that died
+  silently is noticed, and the API server serves no list. (A re-list at
+  that pace would cost every shard a list of every route it watches: at
+  5000 routes about 0.1 s of this process's CPU and the API server's work
+  every 15 s, times 50 shards - and a change arriving meanwhile waits for
+  it.) A re-list changes only what differs (by resourceVersion), so one
+  that finds nothing new causes no rebuild.
 * Errors never end a watch thread: it backs off exponentially with jitter
   (``BACKOFF_BASE`` doubling up to ``BACKOFF_CAP``) and logs once per streak
   of failures (a warning), then once when it recovers. A watch that was
@@ -82,6 +91,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import random
 import socket
@@ -171,11 +181,13 @@ class Settings:
     gateways: tuple[str, ...] = ()  # "namespace/name"
     namespaces: tuple[str, ...] = ()  # () = all
     resync_seconds: float = 15.0
+    relist_seconds: float = 600.0  # 0: never on a timer
 
     @classmethod
     def from_config(cls, cfg) -> "Settings":
         return cls(gateway_class=cfg.gateway_class, gateways=tuple(cfg.gateways),
-                   namespaces=tuple(cfg.watch_namespaces), resync_seconds=cfg.resync_seconds)
+                   namespaces=tuple(cfg.watch_namespaces), resync_seconds=cfg.resync_seconds,
+                   relist_seconds=cfg.relist_seconds)
 
 
 @dataclass(frozen=True)
@@ -271,7 +283,8 @@ class _Watch:
         self.objects: dict[tuple[str, str], dict] = {}  # (namespace, name) → raw
         self.rv: str | None = None  # None: list first
         self.synced = False  # the first list succeeded
-        self.resync_at = 0.0
+        self.resync_at = 0.0  # when the current watch is asked to end (then renewed)
+        self.relist_at = math.inf  # when to list again though the watch works
         self.lists = 0
         self.watches = 0
         self.gone = 0  # 410s seen
@@ -460,8 +473,10 @@ class KubernetesSource:
     def _run(self, w: _Watch) -> None:
         while not self._stopping.is_set():
             try:
-                if w.rv is None or time.monotonic() >= w.resync_at:
+                if w.rv is None or time.monotonic() >= w.relist_at:
                     self._list(w)
+                if time.monotonic() >= w.resync_at:
+                    w.resync_at = self._next_resync()
                 self._watch(w)
             except Gone as exc:
                 w.gone += 1
@@ -512,7 +527,9 @@ class KubernetesSource:
         changed = self._replace(w, items)
         w.rv = rv or None
         w.lists += 1
-        w.resync_at = time.monotonic() + self.settings.resync_seconds * (1 + random.uniform(0, 0.1))
+        w.resync_at = self._next_resync()
+        relist = self.settings.relist_seconds
+        w.relist_at = time.monotonic() + relist * (1 + random.uniform(0, 0.1)) if relist else math.inf
         self._recovered(w)
         with self._lock:
             w.synced = True
@@ -527,8 +544,11 @@ class KubernetesSource:
         if changed:
             self._on_change()
 
+    def _next_resync(self) -> float:
+        return time.monotonic() + self.settings.resync_seconds * (1 + random.uniform(0, 0.1))
+
     def _watch(self, w: _Watch) -> None:
-        timeout = max(1, int(w.resync_at - time.monotonic()))
+        timeout = max(1, int(min(w.resync_at, w.relist_at) - time.monotonic()))
         try:
             resp = self._call(w.spec, watch=True, resource_version=w.rv, allow_watch_bookmarks=True,
                               timeout_seconds=timeout,

@@ -377,11 +377,22 @@ def test_kubernetes_source_dropped_watch_resumes_from_its_version(kube, sources)
     assert all(d["error"] == "" or d["synced"] for d in source.describe())
 
 
-def test_kubernetes_source_resync_relists_without_a_rebuild(kube, sources):
+def test_kubernetes_source_resync_renews_the_watch_without_a_list(kube, sources):
     kube.apply(service("web"))
     source = sources(kube.url, Settings(resync_seconds=1))
     fp = source.fingerprint()
-    until(lambda: watch_of(source, "Service")["lists"] >= 2, timeout=4, what="the resync re-list")
+    until(lambda: watch_of(source, "Service")["watches"] >= 3, timeout=6, what="two watch renewals")
+    assert watch_of(source, "Service")["lists"] == 1  # resumed from its resourceVersion
+    assert source.fingerprint() == fp  # nothing differed: nothing to rebuild
+    kube.apply(service("after-renewals"))  # and the renewed watch still sees changes
+    until(lambda: ("Service", "default", "after-renewals") in keys(source), what="a change after renewals")
+
+
+def test_kubernetes_source_relists_on_its_timer_without_a_rebuild(kube, sources):
+    kube.apply(service("web"))
+    source = sources(kube.url, Settings(resync_seconds=600, relist_seconds=1))
+    fp = source.fingerprint()
+    until(lambda: watch_of(source, "Service")["lists"] >= 2, timeout=5, what="the timed re-list")
     assert source.fingerprint() == fp  # nothing differed: nothing to rebuild
 
 

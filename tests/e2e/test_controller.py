@@ -502,7 +502,8 @@ def test_controller_without_an_api_keeps_running_says_why_and_starts_once_it_ans
 def test_controller_leader_steps_down_while_the_api_is_gone_and_leads_again_when_it_returns(
         kubeapi, controller_factory, kubeapi_on):
     apply_world(kubeapi, [web("web")])
-    ctl = controller_factory("ctl-a", FLUXGATE_RESYNC_SECONDS="1", **SHORT_LEASE)
+    ctl = controller_factory("ctl-a", FLUXGATE_RESYNC_SECONDS="1", FLUXGATE_RELIST_SECONDS="1",
+                             **SHORT_LEASE)
     eventually(lambda: route_conditions(kubeapi, "web") == ACCEPTED, what="the route's status")
     assert ctl.metric("fluxgate_controller_leader") == 1
     port = kubeapi.port
@@ -525,7 +526,9 @@ def test_controller_leader_steps_down_while_the_api_is_gone_and_leads_again_when
         hold.close()
 
     # A new API server on the same address, with an empty store (as after a restore
-    # from an old backup): the controller re-lists, leads again, writes status there.
+    # from an old backup): the controller re-lists (FLUXGATE_RELIST_SECONDS: a watch
+    # resumed from our newer resourceVersion cannot see what the store recreated),
+    # leads again, writes status there.
     api = kubeapi_on(port, "--rv-wait", "0.3")
     apply_world(api, [web("web"), web("late")])
     eventually(lambda: route_conditions(api, "web") == ACCEPTED == route_conditions(api, "late"),
