@@ -50,6 +50,16 @@ class Holdoff:
             return self._first
         return min(self._last + self.delay, self._first + self.max_delay)
 
+    def can_wait(self, now: float) -> bool:
+        """Changes are pending and may wait longer (before ``max_delay``)."""
+        return self._first != 0.0 and now < self._first + self.max_delay
+
+    def wait_more(self, now: float) -> None:
+        """Not yet (new routes wait for their endpoints, warming.py): act again
+        ``delay`` after ``now`` or after the latest change, never past ``max_delay``."""
+        self._immediate = False
+        self._last = now
+
     def waited(self, now: float) -> float:
         """How long the oldest pending change has waited (0.0 if none)."""
         return now - self._first if self._first else 0.0

@@ -43,6 +43,7 @@ from control.publish import Publisher
 from control.sources.files import FileSource
 from control.supervisor import Supervisor
 from control.translate import Memo, translate
+from control.warming import Warming
 from shm import codec
 from shm.ring import RingBusy, RingWriter
 from shm.schema import SCHEMA_VERSION
@@ -74,6 +75,8 @@ class Runner:
         # Kept from one rebuild to the next: a change costs its own size.
         self.translate_memo = Memo()
         self.compile_memo = CompileMemo()
+        self.warming = Warming()  # Kubernetes mode: new routes wait for their endpoints
+        self._holding = False
         self.writer = RingWriter(
             cfg.shard_name, slots=cfg.ring_slots, schema=SCHEMA_VERSION,
             hung_after=cfg.heartbeat_timeout,
@@ -261,6 +264,8 @@ class Runner:
                                ingress_http_port=self.cfg.ingress_http_port,
                                gateways=self.cfg.gateways or None, memo=self.translate_memo)
             t1 = time.perf_counter()
+            if self.kubernetes and self._hold_cold_routes(result):
+                return
             table = compile_table(result.ir, source="kubernetes" if self.kubernetes else self.cfg.config,
                                   memo=self.compile_memo)
             t2 = time.perf_counter()
@@ -272,11 +277,14 @@ class Runner:
         except Exception:
             # A bug must not take down the gateway: the live table keeps serving.
             log.exception("rebuild failed; the live table keeps serving")
-            self.translate_memo, self.compile_memo = Memo(), CompileMemo()  # trust nothing half-done
+            # Trust nothing half-done.
+            self.translate_memo, self.compile_memo, self.warming = Memo(), CompileMemo(), Warming()
             self.holdoff.handled(time.monotonic())
             self._stale = False
             return
         t3 = time.perf_counter()
+        self.warming.published(self.translate_memo.routes, result.ir.clusters)
+        self._holding = False
         waited = self.holdoff.waited(time.monotonic())
         self.holdoff.handled(time.monotonic())
         self._stale = False
@@ -290,6 +298,19 @@ class Runner:
             "routes_reused": routes.reused, "routes_translated": routes.computed,
             "routes_compiled": compiled.compiled}})
         self._log_status(result.status)
+
+    def _hold_cold_routes(self, result) -> bool:
+        """True if new routes wait for their endpoints (warming.py) and may still."""
+        now = time.monotonic()
+        cold = self.warming.cold(self.translate_memo.routes, result.ir.clusters)
+        if not cold or not self.holdoff.can_wait(now):
+            return False
+        self.holdoff.wait_more(now)
+        if not self._holding:  # once per hold, not once per re-check
+            self._holding = True
+            log.info("holding new routes until their backends have endpoints", extra={"fields": {
+                "routes": cold[:5], "count": len(cold), "at_most_ms": self.cfg.holdoff_max_ms}})
+        return True
 
     def _log_status(self, status) -> None:
         old, self.status = self.status, status

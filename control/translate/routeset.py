@@ -68,6 +68,7 @@ class RouteSet:
         self.outcomes: dict[ObjectKey, Outcome] = {}
         self._reset()
         self.reused = self.computed = 0
+        self.fresh = []
 
     def _reset(self) -> None:
         self.outcomes = {}
@@ -100,6 +101,7 @@ class RouteSet:
         previous = self.outcomes
         current: dict[ObjectKey, Outcome] = {}
         self.computed = 0
+        self.fresh: list[ObjectKey] = []  # routes whose outcome this call computed
         for routes, rules_of in kinds:
             for route in routes:
                 key = route.key
@@ -109,6 +111,7 @@ class RouteSet:
                     continue
                 new = _outcome(route, rules_of, store, gateways, resolver, controller_name)
                 self.computed += 1
+                self.fresh.append(key)
                 if old is not None:
                     self._take(old)
                 self._put(new)

@@ -229,3 +229,62 @@ def _readyz(gw) -> tuple[int, str] | None:
     except OSError:
         return None
     return status, body.decode()
+
+
+def _statuses_while(port: int, action, until_done) -> list:
+    """Request / in a loop while ``action`` runs and until ``until_done()``; every answer."""
+    seen = []
+    action()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen.append(backend_of(port))
+        if until_done(seen):
+            return seen
+        time.sleep(0.005)
+    raise AssertionError(f"timed out; answers: {seen[-10:]!r}")
+
+
+def test_kubernetes_new_route_is_not_served_before_its_backend_has_endpoints(
+        tmp_path, kubeapi, gateway_factory, echo_factory, port):
+    a = echo_factory("a")
+    everything = world(port, {"a": [a.port]}, [web_route()])
+    backend_objects = [o for o in everything if o["kind"] in ("Service", "EndpointSlice")]
+    for obj in everything:
+        if obj not in backend_objects and obj["kind"] != "HTTPRoute":
+            kubeapi.apply(obj)  # GatewayClass and Gateway: the listener, nothing on it
+    gw = start_gateway(gateway_factory, tmp_path, kubeapi.port, FLUXGATE_HOLDOFF_MAX_MS="4000",
+                       FLUXGATE_LOG_LEVEL="info")
+    assert eventually(lambda: backend_of(port) == 404, what="the empty listener")
+
+    # The route first, its Service and endpoints 0.4 s later (two watches, two events):
+    # requests meanwhile find no route (404), never a route without a backend (500/503).
+    def apply_route_then_backend():
+        kubeapi.apply(web_route())
+        time.sleep(0.4)
+        for obj in backend_objects:
+            kubeapi.apply(obj)
+
+    seen = _statuses_while(port, apply_route_then_backend, lambda s: s[-1] == "a")
+    assert set(seen) <= {404, "a"}, seen
+    assert "holding new routes until their backends have endpoints" in gw.log()
+
+
+def test_kubernetes_route_to_a_service_without_endpoints_is_served_after_the_max_hold_off(
+        tmp_path, kubeapi, gateway_factory, echo_factory, port):
+    a = echo_factory("a")
+    everything = world(port, {"a": [a.port]}, [web_route(path="/web")])
+    for obj in everything:
+        if obj["kind"] != "EndpointSlice":  # a Service with no ready pod, for good
+            kubeapi.apply(obj)
+    gw = start_gateway(gateway_factory, tmp_path, kubeapi.port, FLUXGATE_HOLDOFF_MAX_MS="600",
+                       FLUXGATE_LOG_LEVEL="info")
+    assert backend_of(port, "/web") == 503  # the first table: served as it is
+    assert backend_of(port, "/other") == 404
+    kubeapi.apply(web_route(name="other", path="/other"))  # new, and no endpoints will come
+    assert eventually(lambda: backend_of(port, "/other") == 503, what="the held route, served")
+    assert "holding new routes until their backends have endpoints" in gw.log()
+    generation = gw.debug_config()["generation"]
+    kubeapi.apply(web_route(path="/edited"))  # an edit: its backend had no endpoints before either
+    gw.wait_generation(generation + 1)
+    assert backend_of(port, "/edited") == 503
+    assert gw.log().count("holding new routes") == 1  # the edit was not held
