@@ -173,3 +173,12 @@ class _Collector:
         total = CounterMetricFamily("fluxgate_requests_all", "Requests received by all workers")
         total.add_metric([], sum(w["requests"] for w in workers))
         yield total
+        if getattr(s, "kubernetes", False):
+            g = GaugeMetricFamily("fluxgate_kubernetes_synced",
+                                  "1 once every watch has listed (the first table waits for it)")
+            g.add_metric([], 1 if s.source.synced else 0)
+            yield g
+            c = CounterMetricFamily("fluxgate_routes_held_for_endpoints",
+                                    "Publishes held while new routes waited for their endpoints")
+            c.add_metric([], s.held_for_endpoints)
+            yield c

@@ -33,6 +33,8 @@ import os
 import signal
 import time
 
+from prometheus_client import Histogram
+
 from control.admin import Admin
 from control.cache import ObjectCache
 from control.compile import CompileMemo, compile_table
@@ -84,6 +86,13 @@ class Runner:
         self.publisher = Publisher(self.writer)
         self.supervisor = Supervisor(cfg, self.writer)
         self.admin = Admin(self, cfg.admin_address, cfg.admin_port)
+        # From the first change the loop saw to the workers being told (hold-off,
+        # warming and the rebuild itself): what an operator tunes the hold-off by.
+        self.rebuild_seconds = Histogram(
+            "fluxgate_rebuild_seconds", "From a source change to the new table published",
+            registry=None, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+        self.admin.registry.register(self.rebuild_seconds)
+        self.held_for_endpoints = 0
         self.status = None
         self.config_errors = 0
         self._fingerprint = None
@@ -286,6 +295,8 @@ class Runner:
         self.warming.published(self.translate_memo.routes, result.ir.clusters)
         self._holding = False
         waited = self.holdoff.waited(time.monotonic())
+        if waited:
+            self.rebuild_seconds.observe(waited)
         self.holdoff.handled(time.monotonic())
         self._stale = False
         self.supervisor.notify()  # first: workers swap while the rest is logged
@@ -308,6 +319,7 @@ class Runner:
         self.holdoff.wait_more(now)
         if not self._holding:  # once per hold, not once per re-check
             self._holding = True
+            self.held_for_endpoints += 1
             log.info("holding new routes until their backends have endpoints", extra={"fields": {
                 "routes": cold[:5], "count": len(cold), "at_most_ms": self.cfg.holdoff_max_ms}})
         return True

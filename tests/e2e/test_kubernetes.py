@@ -267,6 +267,11 @@ def test_kubernetes_new_route_is_not_served_before_its_backend_has_endpoints(
     seen = _statuses_while(port, apply_route_then_backend, lambda s: s[-1] == "a")
     assert set(seen) <= {404, "a"}, seen
     assert "holding new routes until their backends have endpoints" in gw.log()
+    metrics = gw.admin("/metrics")[2].decode()
+    assert "fluxgate_routes_held_for_endpoints_total 1.0" in metrics
+    assert "fluxgate_kubernetes_synced 1.0" in metrics
+    count = next(line for line in metrics.splitlines() if line.startswith("fluxgate_rebuild_seconds_count"))
+    assert float(count.split()[1]) >= 1  # the held publish, at least
 
 
 def test_kubernetes_route_to_a_service_without_endpoints_is_served_after_the_max_hold_off(
