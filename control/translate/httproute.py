@@ -24,7 +24,6 @@ not resolve gives the reason, the message lists them all.
 
 from __future__ import annotations
 
-
 from control import ir
 from control.status import (
     ACCEPTED,

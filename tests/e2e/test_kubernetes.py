@@ -184,6 +184,9 @@ def test_kubernetes_expired_history_recovers_by_relisting(
         kubeapi.apply(obj)
     gw = start_gateway(gateway_factory, tmp_path, kubeapi.port, FLUXGATE_LOG_LEVEL="info")
     assert backend_of(port) == "a"
+    # Every watch open first (one opened later would start at the newer version).
+    watches = len(gw.debug_config()["watches"])
+    eventually(lambda: kubeapi.watch_count >= watches, what="every watch open")
 
     # Move the global version past every watch's, forget the history, cut the streams:
     # each watch resumes from a version the server no longer has (ERROR 410).
