@@ -68,6 +68,7 @@ class Memo:
     def __init__(self) -> None:
         self.routes = RouteSet()
         self.clusters: dict = {}
+        self.store: tuple[tuple[Resource, ...], Store] | None = None  # the last objects, their Store
 
 
 def translate(
@@ -96,7 +97,13 @@ def translate(
     of another controller. None: every Gateway of our classes.
     """
     objects = tuple(objects)
-    store = Store(objects)
+    store = None
+    if memo is not None and memo.store is not None:
+        store = memo.store[1].replaced(memo.store[0], objects)
+    if store is None:
+        store = Store(objects)
+    if memo is not None:
+        memo.store = (objects, store)
     report = StatusReport()
     shard = tuple(gateways) if gateways is not None else None
     context = (default_class, controller_name, shard,

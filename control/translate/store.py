@@ -2,7 +2,9 @@
 
 Rules:
 
-* Built once per translate() call from the cache's objects, then read-only.
+* Built once per translate() call from the cache's objects, then read-only;
+  with translate's memo, made from the last one when only routes were
+  replaced (``replaced``).
 * Every listing is sorted by key, so translators that iterate produce output
   (and status) in a deterministic order.
 * Lookups answer questions the API defines rather than expose raw objects:
@@ -14,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections import defaultdict
 from typing import Iterable
@@ -23,6 +26,8 @@ from control.translate.resources import ObjectKey
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 _KEY = operator.attrgetter("key")
+_ROUTE_KINDS = {r.HTTPRoute: "http_routes", r.FluxGateRoute: "fluxgate_routes"}
+_FEW = 64  # more changed objects than this: building anew is as cheap
 
 
 class Store:
@@ -60,6 +65,29 @@ class Store:
                 self.ingresses[obj.key] = obj
             elif isinstance(obj, r.IngressClass):
                 self.ingress_classes[obj.name] = obj
+
+    def replaced(self, old: tuple[r.Resource, ...], new: tuple[r.Resource, ...]) -> "Store | None":
+        """The Store of ``new``, made from this one (built from ``old``) when
+        ``new`` differs from ``old`` only by a few routes replaced in place (the
+        common change: one route edited among thousands); None otherwise."""
+        if len(old) != len(new):
+            return None
+        changed = [(a, b) for a, b in zip(old, new) if a is not b]
+        if len(changed) > _FEW:
+            return None
+        patched = copy.copy(self)
+        for a, b in changed:
+            kind = type(b)
+            if type(a) is not kind or kind not in _ROUTE_KINDS or a.key != b.key:
+                return None
+        for kind, attr in _ROUTE_KINDS.items():
+            mine = [b for _, b in changed if type(b) is kind]
+            if mine:
+                routes = dict(getattr(self, attr))  # a copy: this Store stays as it was
+                for b in mine:
+                    routes[b.key] = b
+                setattr(patched, attr, routes)
+        return patched
 
     def endpoint_slices(self, namespace: str, service: str) -> list[r.EndpointSlice]:
         """The slices labelled ``kubernetes.io/service-name: service``, by name."""
