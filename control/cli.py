@@ -14,7 +14,6 @@ Every setting is a flag and a FLUXGATE_* variable (see control/config.py);
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import subprocess

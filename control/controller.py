@@ -54,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import random
 import signal
 import ssl
@@ -69,7 +68,7 @@ from control.config import Config, ConfigError
 from control.leader import LeaderElector
 from control.sources import kubernetes as kube
 from control.status_writer import PassResult, StatusWriter
-from control.translate import translate
+from control.translate import Memo, translate
 from control.webhook import Webhook
 
 log = logging.getLogger("fluxgate.controller")
@@ -139,6 +138,7 @@ class Controller:
         self.admin = Admin(self, cfg.admin_address, cfg.admin_port, collector=_Collector(self), debug={
             "/debug/status": self.debug_status, "/debug/watches": self.source.describe})
         self.cache = ObjectCache()
+        self._memo = Memo()  # translate()'s, kept from one change to the next
         self.status = None  # the last StatusReport
         self.translations = 0
         self.config_errors = 0
@@ -269,7 +269,10 @@ class Controller:
     def _translate(self) -> None:
         self._dirty_since = self._dirty_last = 0.0
         self._fingerprint = self.source.fingerprint()
-        changed = self.cache.apply(self.source.load())
+        # Only what changed since the last call is parsed, and translation keeps
+        # what it can (Memo), as in a data-plane pod: a change costs its own size.
+        changes = self.source.changes()
+        changed = self.cache.apply_changes(changes.upserts, changes.deletes)
         for err in self.cache.errors:
             self.config_errors += 1
             log.error("object rejected; keeping its last good version", extra={"fields": {
@@ -278,9 +281,10 @@ class Controller:
             return  # e.g. only a status we wrote changed
         try:
             result = translate(self.cache.objects(), default_class=None,
-                               ingress_http_port=self.cfg.ingress_http_port)
+                               ingress_http_port=self.cfg.ingress_http_port, memo=self._memo)
         except Exception:
             log.exception("translation failed; status stays as it is")
+            self._memo = Memo()  # trust nothing half-done
             return
         self.translations += 1
         old, self.status = self.status, result.status

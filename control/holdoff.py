@@ -52,7 +52,7 @@ class Holdoff:
 
     def can_wait(self, now: float) -> bool:
         """Changes are pending and may wait longer (before ``max_delay``)."""
-        return self._first != 0.0 and now < self._first + self.max_delay
+        return self.pending and now < self._first + self.max_delay
 
     def wait_more(self, now: float) -> None:
         """Not yet (new routes wait for their endpoints, warming.py): act again
