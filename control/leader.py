@@ -72,6 +72,8 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from control.sources.kubernetes import describe_error
+
 log = logging.getLogger("fluxgate.leader")
 
 LEASE_DURATION = 15
@@ -380,7 +382,7 @@ class LeaderElector:
     def _log_failure(self, what: str, exc: Any, traceback: bool = False, streak: bool = True) -> None:
         """Warn at the first failure of a streak; later ones are debug lines.
         ``streak=False``: a one-off (the release on stop), always a warning."""
-        fields = {"lease": self._lease_label, "api": self._host, "error": _describe(exc)}
+        fields = {"lease": self._lease_label, "api": self._host, "error": describe_error(exc)}
         if not streak:
             log.warning(f"leader election: {what} failed", extra={"fields": fields})
             return
@@ -399,14 +401,3 @@ class LeaderElector:
             return self.api.api_client.configuration.host
         except AttributeError:
             return "?"
-
-
-def _describe(exc: BaseException) -> str:
-    """A short error for a log line: the status of an answer, or why there was none."""
-    if isinstance(exc, ApiException):
-        return f"{exc.status} {exc.reason}".strip()
-    text = str(exc) or type(exc).__name__
-    # urllib3 wraps the cause: "... Failed to establish a new connection: [Errno 111] Connection refused"
-    if "Connection refused" in text:
-        return "connection refused"
-    return f"{type(exc).__name__}: {text}"[:300]

@@ -683,7 +683,7 @@ class KubernetesSource:
     def _failed(self, w: _Watch, exc: BaseException, interrupted: bool = False) -> None:
         """Count a failure; warn once per streak (a lone interruption is only debug)."""
         w.failures += 1
-        w.error = _describe(exc)
+        w.error = describe_error(exc)
         if interrupted and w.failures == 1:
             log.debug("Kubernetes watch interrupted; resuming", extra={"fields": {
                 "watch": str(w.spec), "resourceVersion": w.rv, "error": w.error}})
@@ -738,7 +738,9 @@ def _cut(resp) -> None:
         pass
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """A short error for a log line or /readyz: the status of an answer, or why
+    there was none (the elector says it the same way)."""
     if isinstance(exc, ApiException):
         return f"{exc.status} {exc.reason}".strip()
     text = str(exc) or type(exc).__name__
