@@ -340,6 +340,14 @@ class UpstreamConnection(asyncio.Protocol):
         return False  # close our side too; connection_lost follows
 
     def connection_lost(self, exc) -> None:
+        try:
+            self._lost(exc)
+        finally:
+            # The parser holds this connection (its callbacks): break the cycle so
+            # a closed connection is freed at once, not at the worker's rare full GC.
+            self.parser = None
+
+    def _lost(self, exc) -> None:
         was_closed = self.closed
         self.closed = True
         ex = self.exchange
