@@ -20,7 +20,12 @@ Rules (what must stay true):
   - on 410 Gone (an ``ApiException`` 410, or an ERROR event with code 410):
     its history is gone, only a fresh list is right; at once, no back-off;
   - on any other ERROR event, and on an error answer to a watch request
-    (after a back-off); a lost connection only resumes the watch.
+    (after a back-off); a lost connection only resumes the watch;
+  - with back-off while the kind is not served at all (a 404 on its list:
+    the CRD of a FluxGate or Gateway API kind is not installed).
+    Meanwhile the kind counts as listed and empty, so a cluster without,
+    say, the FluxGateRoute CRD still gets a gateway for everything else, and
+    installing the CRD later is picked up; /debug/config says "not installed".
   - every ``relist_seconds`` (FLUXGATE_RELIST_SECONDS, default 600; 0:
     never), to repair what the watch contract cannot: a store restored
     from a backup, whose resourceVersions went back in time, so that a
@@ -263,6 +268,13 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
+NOT_INSTALLED = "not installed"
+
+
+class NotInstalled(Exception):
+    """The API does not serve the kind (404 on its list): its CRD is not installed."""
+
+
 class Gone(Exception):
     """410: the resourceVersion is older than the server's history; re-list."""
 
@@ -478,6 +490,16 @@ class KubernetesSource:
                 if time.monotonic() >= w.resync_at:
                     w.resync_at = self._next_resync()
                 self._watch(w)
+            except NotInstalled as exc:
+                # Like an empty list, so the gateway serves everything else; asked
+                # again every resync period, so installing the CRD later is seen.
+                if not w.error.startswith(NOT_INSTALLED):
+                    log.warning("Kubernetes kind not served by the API (its CRD is not installed?):"
+                                " treated as empty, checked again with back-off", extra={"fields": {
+                                    "watch": str(w.spec), "api": self.host, "error": str(exc)}})
+                w.error = f"{NOT_INSTALLED} ({exc})"
+                w.failures += 1  # soon at first (a CRD being installed), then every BACKOFF_CAP
+                self._stopping.wait(self._delay(w.failures))
             except Gone as exc:
                 w.gone += 1
                 w.rv = None
@@ -510,6 +532,9 @@ class KubernetesSource:
             except ApiException as exc:
                 if exc.status == 410:  # the continue token expired: start over
                     raise Gone(f"list: {exc.reason}") from None
+                if exc.status == 404 and w.spec.kind.group in _CUSTOM_GROUPS:
+                    self._listed(w, {}, None)  # its CRD is not installed: no objects
+                    raise NotInstalled(describe_error(exc)) from None
                 raise
             try:
                 data = msgspec.json.decode(resp.data)
@@ -524,13 +549,20 @@ class KubernetesSource:
             if not token:
                 rv = meta.get("resourceVersion")
                 break
+        self._listed(w, items, rv)
+
+    def _listed(self, w: _Watch, items: dict[tuple[str, str], dict], rv: str | None) -> None:
+        """A list's result (or, for a kind not installed, no objects) is the truth."""
         changed = self._replace(w, items)
         w.rv = rv or None
         w.lists += 1
         w.resync_at = self._next_resync()
         relist = self.settings.relist_seconds
         w.relist_at = time.monotonic() + relist * (1 + random.uniform(0, 0.1)) if relist else math.inf
-        self._recovered(w)
+        if rv is not None and w.error.startswith(NOT_INSTALLED):
+            log.info("Kubernetes kind served by the API now", extra={"fields": {"watch": str(w.spec)}})
+        if rv is not None or not w.error.startswith(NOT_INSTALLED):
+            self._recovered(w)
         with self._lock:
             w.synced = True
             complete = not self._synced_at and self.synced

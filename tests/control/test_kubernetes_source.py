@@ -323,21 +323,6 @@ def test_kubernetes_source_gateway_class_watch_sees_only_ours(kube, sources):
 # --- failures and recovery -------------------------------------------------------------
 
 
-def test_kubernetes_source_not_synced_until_every_list_succeeds(kube, sources):
-    crd = next(c for c in initial_crds() if c["spec"]["names"]["kind"] == "FluxGateRoute")
-    kube.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd["metadata"]["name"])
-    kube.apply(service("web"))
-    source = sources(kube.url, wait=False)
-    until(lambda: watch_of(source, "Service")["lists"] == 1, what="the other lists")
-    until(lambda: "404 Not Found (FluxGateRoute)" in source.waiting(),
-          what="the failing list in waiting()")
-    assert not source.synced
-
-    kube.apply(crd)
-    until(lambda: source.synced, what="the list to succeed once the CRD exists")
-    assert source.waiting() == ""
-
-
 def test_kubernetes_source_unreachable_api_retries_until_it_answers(servers, sources):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -418,3 +403,22 @@ def test_kubernetes_source_load_is_a_snapshot(kube, sources):
         o.raw.get("spec", {}).get("rules", [{}])[0].get("matches", [{}])[0].get("path", {}).get("value")
         == "/changed" for o in source.load().objects if o.kind == "HTTPRoute"), what="the change")
     assert [o.raw for o in loaded.objects] == frozen
+
+
+def test_kubernetes_source_treats_a_kind_whose_crd_is_missing_as_empty_until_it_is_installed(
+        kube, sources):
+    crd = next(c for c in initial_crds() if c["spec"]["names"]["kind"] == "FluxGateRoute")
+    assert kube.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd["metadata"]["name"])
+    kube.apply(route("r"))
+    source = sources(kube.url)  # waits for synced: a missing CRD does not block it
+    assert ("HTTPRoute", "default", "r") in keys(source)
+    assert watch_of(source, "FluxGateRoute")["error"].startswith("not installed")
+    assert source.waiting() == ""
+
+    kube.apply(crd)  # installed later: seen at the next look, and watched from then on
+    kube.apply({"apiVersion": "fluxgate.io/v1alpha3", "kind": "FluxGateRoute",
+                "metadata": {"name": "f", "namespace": "default"},
+                "spec": {"parentRefs": [{"name": "gw"}], "rules": []}})
+    until(lambda: ("FluxGateRoute", "default", "f") in keys(source),
+          what="the FluxGateRoute once its CRD is installed")
+    assert watch_of(source, "FluxGateRoute")["error"] == ""
