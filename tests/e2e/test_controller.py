@@ -445,8 +445,7 @@ def kubeapi_on():
     def make(port: int, *args: str) -> KubeAPIProcess:
         deadline = time.monotonic() + 5
         while True:
-            # KubeAPIProcess runs ``python -m tests.kubeapi --port 0 ARGS``; argparse keeps the last --port.
-            api = KubeAPIProcess("--bookmark-interval", "60", *args, "--port", str(port))
+            api = KubeAPIProcess("--bookmark-interval", "60", *args, port=port)
             started.append(api)
             try:
                 api.start()

@@ -31,9 +31,9 @@ KUBE_ENV = {"FLUXGATE_WATCH_INTERVAL": "30", "FLUXGATE_HOLDOFF_MS": "20"}
 def kubeapi_factory():
     started: list[KubeAPIProcess] = []
 
-    def make(*args: str) -> KubeAPIProcess:
+    def make(*args: str, port: int = 0) -> KubeAPIProcess:
         # Bookmarks only at the start of a watch, so tests decide when versions move.
-        proc = KubeAPIProcess("--bookmark-interval", "60", *args).start()
+        proc = KubeAPIProcess("--bookmark-interval", "60", *args, port=port).start()
         started.append(proc)
         return proc
 
@@ -154,7 +154,7 @@ def test_kubernetes_first_table_waits_for_the_initial_lists(
     # The API comes up with the whole world already in it.
     seed = tmp_path / "seed.yaml"
     seed.write_text(yaml.safe_dump_all(world(port, {"a": [a.port]}, [web_route()])))
-    kubeapi_factory("--port", str(api_port), "--apply", str(seed))
+    kubeapi_factory("--apply", str(seed), port=api_port)
     gw.wait_ready()
     # The very first table already had the endpoints: never a route without them.
     assert gw.debug_config()["generation"] == 1

@@ -23,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class KubeAPIProcess:
-    def __init__(self, *args: str):
-        """``args`` go to ``python -m tests.kubeapi`` (e.g. "--bookmark-interval", "0.2")."""
+    def __init__(self, *args: str, port: int = 0):
+        """``args`` go to ``python -m tests.kubeapi`` (e.g. "--bookmark-interval", "0.2");
+        ``port``: 0 picks a free one, else that port (a server that comes back on
+        the address a client knows)."""
         self.args = args
+        self.requested_port = port
         self.proc: subprocess.Popen | None = None
         self._stderr = None
         self.port: int | None = None
@@ -33,7 +36,7 @@ class KubeAPIProcess:
     def start(self, deadline: float = 10.0) -> "KubeAPIProcess":
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.kubeapi", "--port", "0", *self.args],
+            [sys.executable, "-m", "tests.kubeapi", "--port", str(self.requested_port), *self.args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self._stderr,
             env=dict(os.environ, PYTHONUNBUFFERED="1"))
         end = time.monotonic() + deadline
