@@ -2,7 +2,8 @@
 
 ``KubernetesSource(specs=...)`` replaces ``plan(settings)``; ``ControllerSource``
 passes ``controller_plan(settings)`` (every shard's objects). Each test starts
-its own in-process API server and source and stops both in a finaliser.
+its own in-process API server (test_kubernetes_source's fixtures) and source and
+stops both in a finaliser.
 """
 
 from __future__ import annotations
@@ -12,18 +13,11 @@ from kubernetes import client
 
 from control.controller import ControllerSource, controller_plan
 from control.sources.kubernetes import GATEWAY, SERVICE, KubernetesSource, Settings, WatchSpec, plan
-from tests.control.test_kubernetes_source import gateway, service, until
-from tests.kubeapi import KubeAPIServer
+from tests.control.test_kubernetes_source import (  # noqa: F401  (fixtures)
+    _backlog, gateway, kube, servers, service, until)
 
 GW = "gateway.networking.k8s.io/v1"
 NET = "networking.k8s.io/v1"
-
-
-@pytest.fixture
-def kube():
-    server = KubeAPIServer(bookmark_interval=0.2, rv_wait=0.3).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
