@@ -54,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
 import signal
 import ssl
 import time
@@ -348,9 +347,7 @@ class Controller:
             self._pass_failures, self._retry_at = 0, 0.0
 
     def _backoff(self, failures: int) -> float:
-        """Exponential with jitter: in [d/2, d], d = base·2^(n-1) capped."""
-        d = min(self.pass_backoff_cap, self.pass_backoff_base * (2 ** min(failures - 1, 30)))
-        return d / 2 + random.uniform(0, d / 2)
+        return kube.backoff_delay(failures, self.pass_backoff_base, self.pass_backoff_cap)
 
     # --- what the admin server shows --------------------------------------------------------
 

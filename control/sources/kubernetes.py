@@ -558,7 +558,7 @@ class KubernetesSource:
         w.lists += 1
         w.resync_at = self._next_resync()
         relist = self.settings.relist_seconds
-        w.relist_at = time.monotonic() + relist * (1 + random.uniform(0, 0.1)) if relist else math.inf
+        w.relist_at = _jittered(relist) if relist else math.inf
         if rv is not None and w.error.startswith(NOT_INSTALLED):
             log.info("Kubernetes kind served by the API now", extra={"fields": {"watch": str(w.spec)}})
         if rv is not None or not w.error.startswith(NOT_INSTALLED):
@@ -577,7 +577,7 @@ class KubernetesSource:
             self._on_change()
 
     def _next_resync(self) -> float:
-        return time.monotonic() + self.settings.resync_seconds * (1 + random.uniform(0, 0.1))
+        return _jittered(self.settings.resync_seconds)
 
     def _watch(self, w: _Watch) -> None:
         timeout = max(1, int(min(w.resync_at, w.relist_at) - time.monotonic()))
@@ -736,9 +736,20 @@ class KubernetesSource:
         w.error = ""
 
     def _delay(self, failures: int) -> float:
-        """Exponential back-off with jitter: in [d/2, d], d = base·2^(n-1) capped."""
-        d = min(self.backoff_cap, self.backoff_base * (2 ** min(failures - 1, 30)))
-        return d / 2 + random.uniform(0, d / 2)
+        return backoff_delay(failures, self.backoff_base, self.backoff_cap)
+
+
+def backoff_delay(failures: int, base: float, cap: float) -> float:
+    """Exponential back-off with jitter: in [d/2, d], d = base·2^(n-1) capped
+    (the watches' and the controller's status passes')."""
+    d = min(cap, base * (2 ** min(failures - 1, 30)))
+    return d / 2 + random.uniform(0, d / 2)
+
+
+def _jittered(period: float) -> float:
+    """When a periodic action is next due: ``period`` from now, up to 10 % later,
+    so the watches of one process (and of many pods) do not act in step."""
+    return time.monotonic() + period * (1 + random.uniform(0, 0.1))
 
 
 def _lines(resp) -> Iterable[str]:
