@@ -64,7 +64,6 @@ class ListenerState:
     usable: bool = False  # accepted and not conflicted: routes may attach
     programmed: bool = False  # in the table
     attachments: dict[str, ir.Attachment] = field(default_factory=dict)  # by route ref
-    _counted: set[ObjectKey] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -90,11 +89,6 @@ class ListenerState:
         assert policy.selector is not None  # validation requires it
         return selector_matches(policy.selector, store.namespace_labels(route.namespace))
 
-    def set_counted(self, keys: set[ObjectKey]) -> None:
-        """The routes attachedRoutes counts (each once, however many parentRefs
-        pick it); the route set (routeset.py) keeps them."""
-        self._counted = keys
-        self.status.attached_routes = len(keys)
 
     def to_ir(self) -> ir.Listener:
         return ir.Listener(

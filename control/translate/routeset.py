@@ -65,13 +65,12 @@ class RouteSet:
 
     def __init__(self) -> None:
         self.context: tuple | None = None
-        self.outcomes: dict[ObjectKey, Outcome] = {}
         self._reset()
         self.reused = self.computed = 0
-        self.fresh = []
+        self.fresh: list[ObjectKey] = []  # routes whose outcome the last call computed
 
     def _reset(self) -> None:
-        self.outcomes = {}
+        self.outcomes: dict[ObjectKey, Outcome] = {}
         self._counted: dict[_Listener, set[ObjectKey]] = {}
         self._attached: dict[_Listener, dict[str, ir.Attachment]] = {}
         self._statuses: dict[tuple[str, str, str], ObjectStatus] = {}
@@ -101,7 +100,7 @@ class RouteSet:
         previous = self.outcomes
         current: dict[ObjectKey, Outcome] = {}
         self.computed = 0
-        self.fresh: list[ObjectKey] = []  # routes whose outcome this call computed
+        self.fresh = []
         for routes, rules_of in kinds:
             for route in routes:
                 key = route.key
@@ -172,10 +171,10 @@ class RouteSet:
 
     def _copy_into(self, gateways: dict[ObjectKey, GatewayState], resolver: BackendResolver,
                    report: StatusReport) -> None:
-        """The sums into this translation's fresh states (copies: they change later)."""
+        """The sums into this translation's fresh states (copies where they change later)."""
         for (gw_key, index), keys in self._counted.items():
-            lst = gateways[gw_key].listeners[index]
-            lst.set_counted(set(keys))
+            # attachedRoutes counts each route once, however many parentRefs pick it.
+            gateways[gw_key].listeners[index].status.attached_routes = len(keys)
         for (gw_key, index), attached in self._attached.items():
             gateways[gw_key].listeners[index].attachments = dict(attached)
         for name, spec in self._specs.items():
