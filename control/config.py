@@ -411,10 +411,9 @@ def add_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = N
     for s in SETTINGS:
         if names is None or s.name in names:
             extra = dict(nargs="?", const="true") if s.kind is _bool else {}
-            parser.add_argument(
-                s.flag, dest=s.name, default=None, metavar=s.env,
-                help=f"{s.help} [{s.env}, default {s.default!r}]", **extra,
-            )
+            # argparse %-formats help strings: a literal "%" (as in "%2F") must be doubled.
+            text = f"{s.help} [{s.env}, default {s.default!r}]".replace("%", "%%")
+            parser.add_argument(s.flag, dest=s.name, default=None, metavar=s.env, help=text, **extra)
 
 
 def flags_from(args: argparse.Namespace) -> dict[str, str | None]:

@@ -205,13 +205,29 @@ def run(path: str, output: str = "text", quiet: bool = False,
     except UsageError as exc:
         print(f"fluxgate validate: {exc}", file=err)
         return EXIT_USAGE
-    if output == "json":
-        json.dump(result.to_builtins(), out, indent=2)
-        out.write("\n")
-    else:
-        for line in result.text(quiet):
-            out.write(line + "\n")
+    try:
+        if output == "json":
+            json.dump(result.to_builtins(), out, indent=2)
+            out.write("\n")
+        else:
+            for line in result.text(quiet):
+                out.write(line + "\n")
+        out.flush()
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): not an error of the configuration.
+        # Point stdout at /dev/null so the interpreter's final flush is silent too.
+        _silence(out)
     return result.exit_code
+
+
+def _silence(out: TextIO) -> None:
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a test's StringIO): nothing will flush it again
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _lines(obj: ObjectStatus) -> Iterator[Line]:

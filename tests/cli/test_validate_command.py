@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -75,3 +76,33 @@ def test_validate_command_loads_no_runner_supervisor_or_publisher(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(path)], cwd=tmp_path,
                           env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "[]\n", "")
+
+
+def test_validate_command_reader_closing_early_is_no_traceback(tmp_path):
+    # More output than a pipe holds, so writing really fails once the reader is gone.
+    routes = [ROUTE.replace("{name: web}", f"{{name: web{i}}}") for i in range(400)]
+    write(tmp_path / "gw.yaml", GATEWAY, SERVICE, *routes)
+    proc = subprocess.Popen([sys.executable, "-m", "control.cli", "validate", "--output", "json", "gw.yaml"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={"PATH": "/usr/bin:/bin"})
+    try:
+        assert proc.stdout.readline().strip() == b"{"  # like `| head -1`
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert err == b""
+    assert proc.returncode == 0
+
+
+def test_validate_command_readme_example_is_what_it_prints():
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    proc = _validate("examples/broken/", cwd=root)
+    assert proc.returncode == 1
+    # The README shows the command's output verbatim.
+    assert proc.stdout in readme
+    proc = _validate("examples/quickstart.yaml", cwd=root)
+    assert proc.returncode == 0
