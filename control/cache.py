@@ -29,9 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from control.sources.files import KObject, Loaded, LoadError, location
-from control.translate import validation
-from control.translate.resources import ObjectKey, Resource
+from control.objects.raw import KObject, LoadError, location
+from control.sources.files import Loaded
+from control.objects import validation
+from control.objects.resources import ObjectKey, Resource
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import uvloop
 from control import config as configmod
 from control import validate as validatemod
 from control.config import Config, ConfigError
-from shm import logfmt
+from common import logfmt
 
 VERSION = "0.1.0"
 EXIT_CONFIG = 2
@@ -129,7 +129,7 @@ def _demo(cfg: Config) -> int:
     try:
         for name, port in DEMO_BACKENDS:
             p = subprocess.Popen(
-                [sys.executable, "-m", "control.echo", "--port", str(port), "--name", name],
+                [sys.executable, str(EXAMPLES / "echo.py"), "--port", str(port), "--name", name],
                 stdout=subprocess.PIPE, text=True,
             )
             procs.append(p)

@@ -43,8 +43,8 @@ from typing import Any, NamedTuple
 
 from shm import schema
 from shm.codec import named
-from shm.path import KEEP
-from shm.path import normalize as normalize_path
+from common.path import KEEP
+from common.path import normalize as normalize_path
 from control import ir as irt
 
 _PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
@@ -163,7 +163,7 @@ def normalize_prefix(value: str) -> str:
 
 def canonical_path(value: str) -> str:
     """An Exact/PathPrefix value in the one spelling workers normalise request
-    paths to (shm/path.py: escaped unreserved characters decoded, other
+    paths to (common/path.py: escaped unreserved characters decoded, other
     escapes upper-cased). Validation already refused what else normalising
     would change (dot segments, '//', %2F)."""
     if "%" not in value:

@@ -1,7 +1,7 @@
 """The request explainer behind ``/debug/route``: which route, rule and backend
 a request would take on the live table, and why.
 
-It runs the same matcher the workers run (``shm.match``), over the bytes of
+It runs the same matcher the workers run (``common.match``), over the bytes of
 the generation the workers serve, so its answer is theirs. Query parameters:
 
   host=…      the Host header (required)
@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from shm import codec
-from shm.match import HostIndex, PathIndex, explain
-from shm.path import UNESCAPE_REDIRECT, PathError
-from shm.path import normalize as normalize_path
+from common.match import HostIndex, PathIndex, explain
+from common.path import UNESCAPE_REDIRECT, PathError
+from common.path import normalize as normalize_path
 from shm.schema import RequestRedirect, Table
 
 _RESERVED = {"host", "path", "method", "port"}

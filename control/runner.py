@@ -35,7 +35,7 @@ import time
 
 from prometheus_client import Histogram
 
-from control.admin import Admin
+from control.servers.admin import Admin
 from control.cache import ObjectCache
 from control.compile import CompileMemo, compile_table
 from control.config import Config, ConfigError

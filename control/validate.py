@@ -39,7 +39,8 @@ from typing import Any, Iterator, TextIO
 import msgspec
 
 from control.cache import ObjectCache
-from control.sources.files import FileSource, LoadError
+from control.objects.raw import LoadError
+from control.sources.files import FileSource
 from control.status import CONFLICTED, PARTIALLY_INVALID, Condition, ObjectStatus, StatusReport
 from control.translate import translate
 

@@ -28,7 +28,7 @@ Pure bookkeeping: the runner asks and acts.
 from __future__ import annotations
 
 from control import ir
-from control.translate.resources import ObjectKey
+from control.objects.resources import ObjectKey
 from control.translate.routeset import RouteSet
 
 UNRESOLVED = ""  # the marker of a backend that resolved to no cluster

@@ -52,9 +52,9 @@ import httptools
 
 from dataplane import responses
 from dataplane.exchange import Exchange
-from shm.path import PathError
-from shm.path import normalize as normalize_path
-from shm.path import is_normal as _normal_path
+from common.path import PathError
+from common.path import normalize as normalize_path
+from common.path import is_normal as _normal_path
 from dataplane.mirror import Mirror
 from dataplane import headers as hdr
 from dataplane.headers import (
@@ -391,7 +391,7 @@ class HttpProtocol(asyncio.Protocol):
                 path, query = parsed.path or b"/", parsed.query or b""
                 url = path + (b"?" + query if query else b"")
         # One spelling per resource before anything looks at the path; the
-        # normal form is also what goes upstream (shm/path.py). The last
+        # normal form is also what goes upstream (common/path.py). The last
         # path found normal is remembered: keep-alive clients repeat paths.
         if path != self._normal_last:
             if _normal_path(path) is not None:

@@ -26,7 +26,7 @@ import random
 from itertools import accumulate
 
 from shm import codec
-from shm.match import HostIndex, PathIndex
+from common.match import HostIndex, PathIndex
 from dataplane.cors import CorsPolicy
 from dataplane.template import HeaderTemplates
 from shm.schema import (

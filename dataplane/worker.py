@@ -36,7 +36,8 @@ from dataplane.listeners import Listeners
 from dataplane.outbox import Outbox
 from dataplane.router import Router
 from dataplane.upstream.pool import Pool
-from shm import codec, logfmt
+from common import logfmt
+from shm import codec
 from shm.ring import RingError, RingReader
 from shm.schema import SCHEMA_VERSION, WorkerSettings
 

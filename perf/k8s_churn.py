@@ -10,7 +10,7 @@ controller's ``StatusWriter`` in this process (``fluxgate controller`` is not
 part of the measurement).
 
 1. The API server gets a GatewayClass, a Gateway, one echo backend (Service +
-   EndpointSlice; ``python -m control.echo``) and ``--routes`` HTTPRoutes
+   EndpointSlice; ``examples/echo.py``) and ``--routes`` HTTPRoutes
    (``r0000`` ... each on path ``/r0000`` ...), applied in bulk; then
    ``fluxgate run --kubernetes`` (``--workers`` workers) starts against it
    (a kubeconfig file) and the benchmark waits until every worker serves the
@@ -244,7 +244,7 @@ def status_phase(api: KubeAPIProcess, args, workdir: Path) -> dict:
 
     from control.cache import ObjectCache
     from control.sources.kubernetes import KubernetesSource, Settings
-    from control.status_writer import StatusWriter
+    from control.controller.status_writer import StatusWriter
     from control.translate import translate
 
     configuration = client.Configuration()
@@ -332,7 +332,7 @@ def status_phase(api: KubeAPIProcess, args, workdir: Path) -> dict:
 
 def run(args, workdir: Path) -> int:
     listen_port, echo_port = h.free_ports(2)
-    h.Proc("echo", [sys.executable, "-m", "control.echo", "--host", h.LOOPBACK, "--port", str(echo_port),
+    h.Proc("echo", [sys.executable, str(h.REPO_ROOT / "examples" / "echo.py"), "--host", h.LOOPBACK, "--port", str(echo_port),
                     "--name", "echo"], workdir / "echo.log", cwd=h.REPO_ROOT).start()
     api = KubeAPIProcess("--bookmark-interval", "60", "--history-size", str(args.routes + args.status_routes
                                                                              + 2 * args.changes + 1000)).start()

@@ -1,8 +1,11 @@
-"""The import rule: control → shm ← dataplane. Enforced here, so CI runs it.
+"""The import rule: control → shm, common ← dataplane. Enforced here, so CI runs it.
 
 dataplane never imports control (and never the Kubernetes client); control
 never imports dataplane (it starts workers as ``python -m dataplane``); shm
-imports only the standard library, msgspec and posix_ipc.
+(shared memory: schema, codec, ring) imports only the standard library,
+msgspec and posix_ipc; common (what both sides share that is not shared
+memory: matching, path normalisation, the log format) only the standard
+library and msgspec.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STDLIB = set(sys.stdlib_module_names)
 RULES = {
     "shm": {"allowed": {"shm", "msgspec", "posix_ipc"}},
-    "dataplane": {"allowed": {"dataplane", "shm", "msgspec", "httptools", "uvloop", "posix_ipc"}},
+    "common": {"allowed": {"common", "msgspec"}},
+    "dataplane": {"allowed": {"dataplane", "shm", "common", "msgspec", "httptools", "uvloop", "posix_ipc"}},
     "control": {"forbidden": {"dataplane"}},
 }
 

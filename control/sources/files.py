@@ -15,7 +15,7 @@ Rules:
   keeps what it had from it ("the last good table keeps serving").
 * The loader checks only identity: a document must be a mapping with string
   ``apiVersion``, ``kind`` and ``metadata.name``. Kind support and field
-  validation belong to the cache (``control/translate/validation.py``), which
+  validation belong to the cache (``control/objects/validation.py``), which
   knows the last good version of each object.
 * ``kind: List`` documents (what ``kubectl get -o yaml`` writes) are expanded
   into their items.
@@ -32,67 +32,14 @@ from typing import Any, Hashable
 
 import yaml
 
+from control.objects.raw import KObject, LoadError, location
+
 try:  # libyaml is an order of magnitude faster; fall back to pure Python.
     _Loader: type = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - depends on how PyYAML was built
     _Loader = yaml.SafeLoader
 
 YAML_SUFFIXES = (".yaml", ".yml")
-
-
-@dataclass(frozen=True)
-class KObject:
-    """One Kubernetes object as read, with where it came from."""
-
-    raw: dict[str, Any]
-    file: str
-    document: int  # 1-based position of the YAML document in its file
-    item: int = 0  # 1-based position in a ``kind: List`` document, else 0
-
-    @property
-    def api_version(self) -> str:
-        return self.raw["apiVersion"]
-
-    @property
-    def kind(self) -> str:
-        return self.raw["kind"]
-
-    @property
-    def name(self) -> str:
-        return self.raw["metadata"]["name"]
-
-    @property
-    def namespace(self) -> str:
-        """As written; "" when absent (the cache applies the default)."""
-        ns = self.raw["metadata"].get("namespace")
-        return ns if isinstance(ns, str) else ""
-
-    @property
-    def where(self) -> str:
-        return location(self.file, self.document, self.item)
-
-
-@dataclass(frozen=True)
-class LoadError:
-    """Something wrong with the input, reported in one log line.
-
-    ``object`` names the object ("HTTPRoute default/web") when it could be
-    identified, else it is "". ``level`` is "error" (the object or file was
-    rejected) or "warning" (it was ignored on purpose, e.g. an unknown kind).
-    """
-
-    file: str
-    object: str
-    reason: str
-    document: int = 0  # 0 = the whole file
-    item: int = 0
-    level: str = "error"
-
-    def __str__(self) -> str:
-        where = location(self.file, self.document, self.item)
-        if self.object:
-            return f"{where} {self.object}: {self.reason}"
-        return f"{where}: {self.reason}"
 
 
 @dataclass
@@ -249,15 +196,6 @@ def _identity_problem(doc: Any) -> str:
 
 
 # --- wording ---------------------------------------------------------------------
-
-
-def location(file: str, document: int = 0, item: int = 0) -> str:
-    """"file", "file (document 2)" or "file (document 2, item 3)"."""
-    if not document:
-        return file
-    if item:
-        return f"{file} (document {document}, item {item})"
-    return f"{file} (document {document})"
 
 
 def _yaml_reason(exc: yaml.YAMLError) -> str:

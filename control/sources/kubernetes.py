@@ -113,9 +113,10 @@ from kubernetes import config as kubeconfig
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from control.sources.files import KObject, Loaded
-from control.translate import validation
-from control.translate.resources import INGRESS_CLASS_ANNOTATION
+from control.objects.raw import KObject
+from control.sources.files import Loaded
+from control.objects import validation
+from control.objects.resources import INGRESS_CLASS_ANNOTATION
 
 log = logging.getLogger("fluxgate.kubernetes")
 

@@ -42,8 +42,8 @@ from control.ir import IR
 from control.status import StatusReport
 from control.translate import fluxgateroute, gateway, httproute, ingress
 from control.translate.backends import BackendResolver
-from control.translate import resources as r
-from control.translate.resources import Resource
+from control.objects import resources as r
+from control.objects.resources import Resource
 from control.translate.routeset import RouteSet, cluster_names
 from control.translate.store import Store
 

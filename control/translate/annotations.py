@@ -47,8 +47,8 @@ import re
 from dataclasses import dataclass
 
 from control import ir
-from control.translate import resources as r
-from control.translate.validation import path_problems
+from control.objects import resources as r
+from control.objects.validation import path_problems
 
 REWRITE_TARGET = "fluxgate.io/rewrite-target"
 SSL_REDIRECT = "fluxgate.io/ssl-redirect"

@@ -37,7 +37,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from control import ir
-from control.translate import resources as r
+from control.objects import resources as r
 from control.translate.store import Store
 
 # appProtocols an upstream HTTP/1.1 cleartext client cannot speak (GEP-1911).

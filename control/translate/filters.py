@@ -23,7 +23,7 @@ import re
 from typing import Any, Callable
 
 from control import ir
-from control.translate import resources as r
+from control.objects import resources as r
 
 SUPPORTED = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite",
              "RequestMirror", "CORS", "ExtensionRef")

@@ -36,9 +36,9 @@ import msgspec
 
 from control import ir
 from control.translate import httproute
-from control.translate import resources as r
+from control.objects import resources as r
 from control.translate.backends import BackendResolver, Problem
-from control.translate.validation import PLACEHOLDER, duration_ms
+from control.objects.validation import PLACEHOLDER, duration_ms
 
 CANARY_INDEX = 100  # the canary rule of spec.rules[i] has index CANARY_INDEX + i
 HEADER_TEMPLATE = "RequestHeaderTemplate"

@@ -42,8 +42,8 @@ from control.status import (
     RouteGroupKind,
     StatusReport,
 )
-from control.translate import resources as r
-from control.translate.resources import FLUXGATE_GROUP, GATEWAY_GROUP, ObjectKey
+from control.objects import resources as r
+from control.objects.resources import FLUXGATE_GROUP, GATEWAY_GROUP, ObjectKey
 from control.translate.store import Store, selector_matches
 
 SUPPORTED_PROTOCOLS = ("HTTP", "HTTPS")

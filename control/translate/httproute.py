@@ -33,14 +33,14 @@ from control.status import (
     ParentStatus,
     StatusReport,
 )
-from control.translate import resources as r
+from control.objects import resources as r
 from control.translate.filters import BACKEND_FILTERS, FilterError
 from control.translate.filters import convert as convert_filters
 from control.translate.backends import BackendResolver, Problem
 from control.translate.gateway import GatewayState
-from control.translate.resources import GATEWAY_GROUP, ObjectKey
+from control.objects.resources import GATEWAY_GROUP, ObjectKey
 from control.translate.store import Store
-from control.translate.validation import duration_ms
+from control.objects.validation import duration_ms
 
 DEFAULT_MATCH = ir.RouteMatch(path=ir.PathMatch(type="PathPrefix", value="/"))
 

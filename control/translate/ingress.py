@@ -73,8 +73,8 @@ from control.status import (
     ObjectStatus,
     StatusReport,
 )
-from control.translate import resources as r
-from control.translate.resources import created_epoch
+from control.objects import resources as r
+from control.objects.resources import created_epoch
 from control.translate.annotations import AnnotationError, Settings, read_settings
 from control.translate.backends import BackendResolver, Problem
 from control.translate.store import Store

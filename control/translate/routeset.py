@@ -36,11 +36,11 @@ from typing import Any, Callable, Iterable
 
 from control import ir
 from control.status import ObjectStatus, StatusReport
-from control.translate import resources as r
+from control.objects import resources as r
 from control.translate.backends import BackendResolver, ClusterSpec, Problem
 from control.translate.gateway import GatewayState
 from control.translate.httproute import Effects, attach_route
-from control.translate.resources import ObjectKey, created_epoch
+from control.objects.resources import ObjectKey, created_epoch
 from control.translate.store import Store
 
 RulesOf = Callable[[Any, BackendResolver], "tuple[list[ir.Rule], list[str], list[Problem]]"]

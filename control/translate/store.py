@@ -21,8 +21,8 @@ import operator
 from collections import defaultdict
 from typing import Iterable
 
-from control.translate import resources as r
-from control.translate.resources import ObjectKey
+from control.objects import resources as r
+from control.objects.resources import ObjectKey
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 _KEY = operator.attrgetter("key")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from control.sources.files import KObject
-from control.translate import validation
+from control.objects.raw import KObject
+from control.objects import validation
 
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from control.translate import translate
 from control.translate.backends import DRAINING, READY, UNUSABLE, endpoint_state
-from control.translate.resources import EndpointConditions
+from control.objects.resources import EndpointConditions
 
 SETUP = """
 apiVersion: gateway.networking.k8s.io/v1

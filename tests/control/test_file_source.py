@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from control.sources.files import FileSource, LoadError
+from control.objects.raw import LoadError
+from control.sources.files import FileSource
 
 GATEWAY = """\
 apiVersion: gateway.networking.k8s.io/v1

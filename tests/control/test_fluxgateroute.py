@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from control.sources.files import KObject
-from control.translate import translate, validation
+from control.objects.raw import KObject
+from control.objects import validation
+from control.translate import translate
 from control.translate.fluxgateroute import CANARY_INDEX, cookie_pattern, split
 from control import ir
 
@@ -216,7 +217,7 @@ def test_known_placeholders_are_valid():
 def test_crd_schema_matches_the_types():
     from pathlib import Path
 
-    from control.translate import resources as r
+    from control.objects import resources as r
 
     crd = yaml.safe_load((Path(__file__).parents[2] / "deploy/crds/fluxgateroute.yaml").read_text())
     (version,) = crd["spec"]["versions"]

@@ -11,9 +11,10 @@ import copy
 import pytest
 
 from control.cache import ObjectCache
-from control.sources.files import KObject, Loaded
-from control.translate import validation
-from control.translate.resources import ObjectKey
+from control.objects.raw import KObject
+from control.sources.files import Loaded
+from control.objects import validation
+from control.objects.resources import ObjectKey
 from tests.control.test_kubernetes_source import (  # noqa: F401  (fixtures)
     _backlog, caught_up, gateway, kube, route, servers, service, sources, tls_secret, until)
 

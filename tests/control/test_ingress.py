@@ -7,9 +7,11 @@ import yaml
 
 from control.cache import ObjectCache
 from control.compile import compile_table
-from control.sources.files import KObject, Loaded
-from control.translate import resources as r
-from control.translate import translate, validation
+from control.objects.raw import KObject
+from control.sources.files import Loaded
+from control.objects import resources as r
+from control.objects import validation
+from control.translate import translate
 
 SERVICES = """
 apiVersion: v1
@@ -571,7 +573,7 @@ def test_ingress_validation_accepts_wildcards_and_empty_implementation_specific_
 
 
 def _router(result):
-    from shm.match import HostIndex, PathIndex
+    from common.match import HostIndex, PathIndex
 
     table = compile_table(result.ir)
     (listener,) = table.listeners

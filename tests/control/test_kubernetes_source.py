@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from control.cache import ObjectCache
-from control.translate import validation
+from control.objects import validation
 from control.sources.kubernetes import (GATEWAY, NAMESPACE, SECRET, KubernetesSource, Settings,
                                         plan, secret_refs)
 from tests.kubeapi import KubeAPIServer

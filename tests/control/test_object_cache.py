@@ -6,7 +6,7 @@ from control.cache import ObjectCache
 from control.compile import compile_table
 from control.sources.files import FileSource
 from control.translate import translate
-from control.translate.resources import ObjectKey
+from control.objects.resources import ObjectKey
 
 GATEWAY = """\
 apiVersion: gateway.networking.k8s.io/v1

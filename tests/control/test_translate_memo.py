@@ -13,7 +13,8 @@ import pytest
 
 from control.cache import ObjectCache
 from control.compile import CompileMemo, compile_table
-from control.sources.files import FileSource, KObject
+from control.objects.raw import KObject
+from control.sources.files import FileSource
 from control.translate import Memo, translate
 
 TESTDATA = Path(__file__).parent / "testdata"

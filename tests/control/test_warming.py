@@ -6,7 +6,7 @@ import copy
 
 from control import ir
 from control.cache import ObjectCache
-from control.sources.files import KObject
+from control.objects.raw import KObject
 from control.translate import Memo, translate
 from control.warming import UNRESOLVED, Warming, markers
 

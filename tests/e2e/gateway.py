@@ -10,6 +10,7 @@ Rules every helper here keeps:
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import json
 import os
 import signal
@@ -64,14 +65,25 @@ def stop_process(proc: subprocess.Popen, deadline: float = 10.0) -> int | None:
     return proc.poll()
 
 
+ECHO = ROOT / "examples" / "echo.py"  # the demo's echo backend, also the tests' upstream
+
+
+def echo_pattern(size: int) -> bytes:
+    """The echo backend's ``x-echo-size`` body (its own ``pattern``), to check a transfer."""
+    spec = importlib.util.spec_from_file_location("fluxgate_example_echo", ECHO)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.pattern(size)
+
+
 class Echo:
-    """An echo backend process (control.echo) on a free loopback port."""
+    """An echo backend process (examples/echo.py) on a free loopback port."""
 
     def __init__(self, name: str, *args: str) -> None:
         """``args``: more command-line options (``--status 503``, ``--reset``)."""
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "control.echo", "--port", "0", "--name", name, *args],
+            [sys.executable, str(ECHO), "--port", "0", "--name", name, *args],
             stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
         line = self.proc.stdout.readline()

@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from control.sources.files import KObject
-from control.translate import validation
+from control.objects.raw import KObject
+from control.objects import validation
 from tests.e2e.gateway import ROOT, free_port, objects, reserve_port, route, stop_process
 from tests.e2e.test_kubernetes import GATEWAY_CLASS, eventually, write_kubeconfig
 from tests.kubeapi import KubeAPIProcess

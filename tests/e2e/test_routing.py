@@ -178,7 +178,7 @@ def test_proxy_streams_a_large_response_to_a_slow_reader_intact(tmp_path, gatewa
     import http.client
     import time
 
-    from control.echo import pattern
+    from tests.e2e.gateway import echo_pattern as pattern
     a = echo_factory("a")
     _gateway(tmp_path, gateway_factory, port, {"a": [a.port]}, [route("r", [{"backendRefs": [{"name": "a", "port": 80}]}])])
     size = 8 * 1024 * 1024

@@ -66,9 +66,10 @@ import time
 from typing import Any, Iterable
 
 from control import ir
-from control.sources.files import KObject
-from control.translate import filters, validation
-from control.translate import resources as r
+from control.objects.raw import KObject
+from control.objects import validation
+from control.translate import filters
+from control.objects import resources as r
 
 log = logging.getLogger("fluxgate.webhook")
 

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from control import webhook
-from control.sources.files import KObject
-from control.translate import validation
-from control.webhook import Webhook, check, review
+from control.servers import webhook
+from control.objects.raw import KObject
+from control.objects import validation
+from control.servers.webhook import Webhook, check, review
 
 GW = ("gateway.networking.k8s.io", "v1")
 

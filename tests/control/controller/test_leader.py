@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from control.leader import LeaderElector
+from control.controller.leader import LeaderElector
 from tests.kubeapi import KubeAPIServer
 
 LEASE = "fluxgate-controller"

@@ -80,7 +80,7 @@ from control.status import (
     StatusReport,
 )
 from control.translate import CONTROLLER_NAME
-from control.translate.resources import GATEWAY_GROUP
+from control.objects.resources import GATEWAY_GROUP
 
 log = logging.getLogger("fluxgate.status")
 

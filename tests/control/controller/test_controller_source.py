@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from control.controller import ControllerSource, controller_plan
+from control.controller.controller import ControllerSource, controller_plan
 from control.sources.kubernetes import GATEWAY, SERVICE, KubernetesSource, Settings, WatchSpec, plan
 from tests.control.test_kubernetes_source import (  # noqa: F401  (fixtures)
     _backlog, gateway, kube, servers, service, until)

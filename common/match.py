@@ -21,7 +21,14 @@ import re
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
-from shm.schema import Listener, PathExact, PathPrefix, RouteEntry, VirtualHost
+# The table's structs (shm.schema) are read by field and tag only: common/
+# imports nothing of FluxGate's, so both sides can use it (tests/test_imports.py).
+RouteEntry = VirtualHost = Listener = Any
+
+
+def path_kind(path) -> str:
+    """The tag of a schema path match: "Exact", "PathPrefix" or "RegularExpression"."""
+    return type(path).__struct_config__.tag
 
 
 class Candidate:
@@ -34,7 +41,7 @@ class Candidate:
         self.entry = entry
         self.rank = rank
         # The matched prefix, for ReplacePrefixMatch (compile stores it without a trailing "/").
-        self.prefix = match.path.value.encode() if isinstance(match.path, PathPrefix) else b""
+        self.prefix = match.path.value.encode() if path_kind(match.path) == "PathPrefix" else b""
         self.method = match.method.encode()
         self.headers = tuple(
             (h.name.encode(), re.compile(h.value.encode()) if h.kind == "RegularExpression" else h.value.encode())
@@ -92,9 +99,9 @@ class Candidate:
     def path_matches(self, path: bytes) -> bool:
         p = self.entry.match.path
         value = p.value.encode()
-        if isinstance(p, PathExact):
+        if path_kind(p) == "Exact":
             return path == value
-        if isinstance(p, PathPrefix):
+        if path_kind(p) == "PathPrefix":
             n = len(value)
             return path.startswith(value) and (n <= 1 or len(path) == n or path[n] == 47)
         return re.fullmatch(value, path) is not None
@@ -144,9 +151,9 @@ class PathIndex:
             cand = Candidate(rank, e, payload(e))
             self.candidates.append(cand)
             p = e.match.path
-            if isinstance(p, PathExact):
+            if path_kind(p) == "Exact":
                 self.exact.setdefault(p.value.encode(), []).append(cand)
-            elif isinstance(p, PathPrefix):
+            elif path_kind(p) == "PathPrefix":
                 self.prefixes.setdefault(p.value.encode(), []).append(cand)
             else:
                 self.regexes.append((re.compile(p.value.encode()), cand))

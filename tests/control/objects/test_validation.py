@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from control.sources.files import KObject
-from control.translate import resources as r
-from control.translate import validation
+from control.objects.raw import KObject
+from control.objects import resources as r
+from control.objects import validation
 
 
 def _parse(text: str) -> r.Resource:

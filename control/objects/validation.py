@@ -28,9 +28,9 @@ from typing import Any, Iterable
 import msgspec
 import msgspec.inspect
 
-from control.sources.files import KObject
-from control.translate import resources as r
-from control.translate.resources import ObjectKey
+from control.objects.raw import KObject
+from control.objects import resources as r
+from control.objects.resources import ObjectKey
 
 _GW_V1 = "gateway.networking.k8s.io/v1"
 _GW_V1BETA1 = "gateway.networking.k8s.io/v1beta1"

@@ -61,14 +61,14 @@ import time
 from kubernetes import client
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from control.admin import Admin
+from control.servers.admin import Admin
 from control.cache import ObjectCache
 from control.config import Config, ConfigError
-from control.leader import LeaderElector
+from control.controller.leader import LeaderElector
 from control.sources import kubernetes as kube
-from control.status_writer import PassResult, StatusWriter
+from control.controller.status_writer import PassResult, StatusWriter
 from control.translate import Memo, translate
-from control.webhook import Webhook
+from control.servers.webhook import Webhook
 
 log = logging.getLogger("fluxgate.controller")
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shm.path import KEEP, REJECT, UNESCAPE_FORWARD, UNESCAPE_REDIRECT, PathError, normalize
+from common.path import KEEP, REJECT, UNESCAPE_FORWARD, UNESCAPE_REDIRECT, PathError, normalize
 
 MODES = (KEEP, REJECT, UNESCAPE_FORWARD, UNESCAPE_REDIRECT)
 R = UNESCAPE_REDIRECT  # the default

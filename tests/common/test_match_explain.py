@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shm.match import PathIndex, explain
+from common.match import PathIndex, explain
 from shm.schema import HeaderMatch, Match, PathExact, PathPrefix, PathRegex, QueryMatch, RouteEntry, VirtualHost
 
 SEGMENTS = ["a", "b", "api", "v1"]

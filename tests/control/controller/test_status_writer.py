@@ -7,15 +7,16 @@ import time
 import pytest
 from kubernetes import client
 
-from control.sources.files import KObject
+from control.objects.raw import KObject
 from control.status import Condition, ParentRef, StatusReport
-from control.status_writer import (
+from control.controller.status_writer import (
     StatusWriter,
     merge_conditions,
     merge_parents,
     merged_status,
 )
-from control.translate import CONTROLLER_NAME, translate, validation
+from control.objects import validation
+from control.translate import CONTROLLER_NAME, translate
 from tests.kubeapi import KubeAPIServer
 
 T0, T1 = "2030-01-01T00:00:00Z", "2030-01-01T00:05:00Z"

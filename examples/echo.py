@@ -11,7 +11,7 @@ chunked in N pieces, ``x-echo-close: 1`` closes after answering,
 A whole backend can be made to misbehave for fault and retry tests:
 ``--status CODE`` answers that status by default, ``--delay SECONDS`` answers
 every request late, ``--reset`` closes each connection without answering.
-Run: ``python -m control.echo --port 0 --name v1`` (prints "listening PORT").
+Run: ``python examples/echo.py --port 0 --name v1`` (prints "listening PORT").
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ async def serve(host: str, port: int, name: str, status: int = 200, delay: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m control.echo")
+    ap = argparse.ArgumentParser(prog="examples/echo.py")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--name", default="echo")
