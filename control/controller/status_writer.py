@@ -80,17 +80,13 @@ from control.status import (
     StatusReport,
 )
 from control.translate import CONTROLLER_NAME
-from control.objects.resources import GATEWAY_GROUP
+from control.objects import kinds
 
 log = logging.getLogger("fluxgate.status")
 
-# kind → (group, version, plural, namespaced)
+# kind → (group, version, plural, namespaced): the kinds whose status FluxGate writes.
 KINDS: dict[str, tuple[str, str, str, bool]] = {
-    "GatewayClass": (GATEWAY_GROUP, "v1", "gatewayclasses", False),
-    "Gateway": (GATEWAY_GROUP, "v1", "gateways", True),
-    "HTTPRoute": (GATEWAY_GROUP, "v1", "httproutes", True),
-    "FluxGateRoute": ("fluxgate.io", "v1alpha3", "fluxgateroutes", True),
-    "Ingress": ("networking.k8s.io", "v1", "ingresses", True),
+    k.kind: (k.group, k.version, k.plural, k.namespaced) for k in kinds.STATUS_KINDS
 }
 ROUTE_KINDS = frozenset({"HTTPRoute", "FluxGateRoute"})
 # Condition types only the object's own controller sets: FluxGate's to remove
@@ -144,7 +140,7 @@ def merge_conditions(
 def parent_key(ref: dict, route_namespace: str) -> tuple:
     """A parentRef (as written in status) with the API's defaults applied."""
     group = ref.get("group")
-    return (GATEWAY_GROUP if group is None else group, ref.get("kind") or "Gateway", ref.get("namespace") or route_namespace,
+    return (kinds.GATEWAY_GROUP if group is None else group, ref.get("kind") or "Gateway", ref.get("namespace") or route_namespace,
             ref.get("name"), ref.get("sectionName"), ref.get("port"))
 
 

@@ -18,8 +18,8 @@ Rules:
 * ``metadata.namespace`` is already defaulted ("default", or "" for
   cluster-scoped kinds) by the time a resource exists.
 
-To support a new kind: add its Struct here and register it in
-``validation.KINDS``.
+To support a new kind: add its Struct here and its row to the kinds table
+(``kinds.py``).
 """
 
 from __future__ import annotations

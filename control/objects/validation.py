@@ -2,7 +2,7 @@
 
 Rules:
 
-* ``KINDS`` is the one list of what FluxGate reads: (apiVersion, kind) → type.
+* ``KINDS`` is what FluxGate parses, from the kinds table (``kinds.py``): (apiVersion, kind) → type.
   Anything else is ``Unsupported``: the caller ignores it with a warning, it
   never blocks other objects.
 * ``parse`` either returns a resource that translate can use without further
@@ -29,30 +29,14 @@ import msgspec
 import msgspec.inspect
 
 from control.objects.raw import KObject
+from control.objects import kinds
 from control.objects import resources as r
 from control.objects.resources import ObjectKey
 
-_GW_V1 = "gateway.networking.k8s.io/v1"
-_GW_V1BETA1 = "gateway.networking.k8s.io/v1beta1"
-
-KINDS: dict[tuple[str, str], type[r.Resource]] = {
-    (_GW_V1, "GatewayClass"): r.GatewayClass,
-    (_GW_V1BETA1, "GatewayClass"): r.GatewayClass,
-    (_GW_V1, "Gateway"): r.Gateway,
-    (_GW_V1BETA1, "Gateway"): r.Gateway,
-    (_GW_V1, "HTTPRoute"): r.HTTPRoute,
-    (_GW_V1BETA1, "HTTPRoute"): r.HTTPRoute,
-    (_GW_V1, "ReferenceGrant"): r.ReferenceGrant,
-    (_GW_V1BETA1, "ReferenceGrant"): r.ReferenceGrant,
-    ("v1", "Service"): r.Service,
-    ("v1", "Namespace"): r.Namespace,
-    ("discovery.k8s.io/v1", "EndpointSlice"): r.EndpointSlice,
-    ("networking.k8s.io/v1", "Ingress"): r.Ingress,
-    ("networking.k8s.io/v1", "IngressClass"): r.IngressClass,
-    ("fluxgate.io/v1alpha3", "FluxGateRoute"): r.FluxGateRoute,
-}
-CLUSTER_SCOPED = frozenset({"GatewayClass", "Namespace", "IngressClass"})
-DEFAULT_NAMESPACE = "default"
+# What the cache parses, (apiVersion, kind) → typed resource: the kinds table's.
+KINDS: dict[tuple[str, str], type[r.Resource]] = kinds.PARSED
+CLUSTER_SCOPED = kinds.CLUSTER_SCOPED
+DEFAULT_NAMESPACE = kinds.DEFAULT_NAMESPACE
 
 
 class Unsupported(Exception):

@@ -67,15 +67,14 @@ from typing import Any, Iterable
 
 from control import ir
 from control.objects.raw import KObject
-from control.objects import validation
+from control.objects import kinds, validation
 from control.translate import filters
 from control.objects import resources as r
 
 log = logging.getLogger("fluxgate.webhook")
 
 PATH = "/validate"
-CHECKED = frozenset({"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "FluxGateRoute",
-                     "Ingress", "IngressClass"})
+CHECKED = kinds.WEBHOOK_KINDS
 MAX_HEAD = 16 * 1024
 MAX_BODY = 8 * 1024 * 1024  # an object may be 1.5 MiB in etcd; a review holds two
 READ_TIMEOUT = 10.0

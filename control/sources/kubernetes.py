@@ -115,7 +115,8 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from control.objects.raw import KObject
 from control.sources.files import Loaded
-from control.objects import validation
+from control.objects import kinds, validation
+from control.objects.kinds import Kind
 from control.objects.resources import INGRESS_CLASS_ANNOTATION
 
 log = logging.getLogger("fluxgate.kubernetes")
@@ -129,9 +130,7 @@ BACKOFF_BASE = 0.2
 BACKOFF_CAP = 30.0
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 
-_GATEWAY_GROUP = "gateway.networking.k8s.io"
-_FLUXGATE_GROUP = "fluxgate.io"
-_CUSTOM_GROUPS = (_GATEWAY_GROUP, _FLUXGATE_GROUP)
+_CUSTOM_GROUPS = kinds.OWN_GROUPS  # served by CRDs: the custom-objects API, maybe not installed
 
 
 @dataclass(frozen=True)
@@ -142,30 +141,17 @@ class Changes:
     deletes: list[KObject]
 
 
-@dataclass(frozen=True)
-class Kind:
-    kind: str
-    group: str
-    version: str
-    plural: str
-    namespaced: bool
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-
-GATEWAY_CLASS = Kind("GatewayClass", _GATEWAY_GROUP, "v1", "gatewayclasses", False)
-GATEWAY = Kind("Gateway", _GATEWAY_GROUP, "v1", "gateways", True)
-HTTP_ROUTE = Kind("HTTPRoute", _GATEWAY_GROUP, "v1", "httproutes", True)
-REFERENCE_GRANT = Kind("ReferenceGrant", _GATEWAY_GROUP, "v1beta1", "referencegrants", True)
-FLUXGATE_ROUTE = Kind("FluxGateRoute", _FLUXGATE_GROUP, "v1alpha3", "fluxgateroutes", True)
-INGRESS = Kind("Ingress", "networking.k8s.io", "v1", "ingresses", True)
-INGRESS_CLASS = Kind("IngressClass", "networking.k8s.io", "v1", "ingressclasses", False)
-SERVICE = Kind("Service", "", "v1", "services", True)
-ENDPOINT_SLICE = Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True)
-NAMESPACE = Kind("Namespace", "", "v1", "namespaces", False)
-SECRET = Kind("Secret", "", "v1", "secrets", True)
+GATEWAY_CLASS = kinds.BY_KIND["GatewayClass"]
+GATEWAY = kinds.BY_KIND["Gateway"]
+HTTP_ROUTE = kinds.BY_KIND["HTTPRoute"]
+REFERENCE_GRANT = kinds.BY_KIND["ReferenceGrant"]
+FLUXGATE_ROUTE = kinds.BY_KIND["FluxGateRoute"]
+INGRESS = kinds.BY_KIND["Ingress"]
+INGRESS_CLASS = kinds.BY_KIND["IngressClass"]
+SERVICE = kinds.BY_KIND["Service"]
+ENDPOINT_SLICE = kinds.BY_KIND["EndpointSlice"]
+NAMESPACE = kinds.BY_KIND["Namespace"]
+SECRET = kinds.BY_KIND["Secret"]
 
 # Built-in kinds: (API class, method for all namespaces / cluster, method per namespace).
 _BUILTIN_CALLS = {
