@@ -1,10 +1,38 @@
 """One request's journey: choose an endpoint, send, relay the response, finish.
 
-An Exchange is created by the downstream protocol when a request's headers
-are complete, and is *done* when both its request has been read to the end
-and its response has been written (``_maybe_done``); only then may the
-downstream connection start the next pipelined request. That ordering is what
-keeps responses in request order and framing intact.
+An Exchange is made by the downstream protocol when a request's head is
+complete: one that proxies (``proxied``) or one the gateway answers itself
+(``answered``: 404, a redirect, a preflight, a refusal). It is *finished*
+when its state is DONE and its request was read to the end (``req_done``):
+only then may the connection start the next pipelined exchange. That keeps
+responses in request order and framing intact.
+
+States (the response side; ``req_done`` is the request side, which only
+goes from False to True, at the request's last byte):
+
+  QUEUED      made; waits for the exchanges before it on its connection
+  CONNECTING  started; an upstream connection is being opened
+  SENT        on an upstream connection: the request goes out, the response
+              head is awaited
+  BACKOFF     a retry waits for its back-off
+  RESPONDING  the response head went downstream; its body streams
+  TUNNEL      a 101 was relayed: bytes go both ways untouched (WebSocket)
+  DONE        the response is complete (or was answered by the gateway)
+  ABANDONED   the client is gone, or its connection was cut because a
+              response broke off: nothing more is written for it
+
+Transitions (anything else is a bug and raises ExchangeStateError):
+
+  QUEUED      → CONNECTING | SENT | DONE | ABANDONED
+  CONNECTING  → CONNECTING (next endpoint) | SENT | BACKOFF | DONE | ABANDONED
+  SENT        → RESPONDING | CONNECTING | SENT (a retry) | BACKOFF | DONE | ABANDONED
+  BACKOFF     → CONNECTING | SENT | DONE | ABANDONED
+  RESPONDING  → TUNNEL | DONE | ABANDONED
+  TUNNEL      → DONE | ABANDONED
+  DONE        → ABANDONED (the client left while its body was still coming)
+  ABANDONED   → (none)
+
+``_move`` is the one place the state changes.
 
 Failure rules (what the client sees):
 * no endpoint in the cluster                        → 503
@@ -15,10 +43,11 @@ Failure rules (what the client sees):
 * upstream invalid or closed mid-response           → client connection closed
                                                       (a truncated response must
                                                       never look complete)
-* route timeout (timeouts.request, from the request's arrival) or backend
+* route timeout (timeouts.request, from the exchange's start) or backend
   timeout (timeouts.backendRequest, per attempt, from when the request is
-  handed to an upstream connection) before the response  → 504; after the
-  response started                                    → client connection closed
+  handed to an upstream connection), or FLUXGATE_UPSTREAM_RESPONSE_TIMEOUT
+  (from when the upstream has the whole request) before the response head
+  → 504; after the response started → client connection closed
 
 Retry policy (``retry``, a router.RetryPlan; HTTPRoute retry, FluxGateRoute
 retries): before any byte of a response has gone downstream, a failed
@@ -31,15 +60,30 @@ head and body as framed for the upstream. A body longer than
 RETRY_BODY_LIMIT is not kept, and such a request is not retried. When the
 retries are used up the last answer stands: the upstream's response, or our
 502/504.
+
+Timeouts are due times on the connection's one Deadline (dataplane/deadline.py):
+ROUTE, ATTEMPT, RESPONSE and RETRY are set here and cleared when the
+response is finished; the protocol hands them back through ``deadline_passed``.
+
+What the upstream side (dataplane/upstream/connection.py) uses of an
+exchange, and a Mirror (dataplane/upstream/mirror.py) provides as well:
+read-only ``head_only``, ``http10``, ``upgrade``, ``expect_continue``,
+``retry``; and ``relay``, ``may_retry``, ``retry_status``, ``response_head``,
+``switching_protocols``, ``connection_header``, ``end_by_close``, ``upstream_paused``,
+``upstream_failed``, ``response_done``, ``tunnel_open``, ``tunnel_closed``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 
-from dataplane import responses
+from dataplane import flow, responses
+from dataplane.deadline import ATTEMPT, RESPONSE, RETRY, ROUTE
+from dataplane.filters.chain import respond
 from dataplane.upstream.connection import UpstreamConnection
+from dataplane.upstream.mirror import Mirror
 
 log = logging.getLogger("fluxgate.exchange")
 
@@ -48,67 +92,103 @@ BODY_BUFFER_LIMIT = 64 * 1024  # buffered before an upstream is attached; then p
 RETRY_BODY_LIMIT = 64 * 1024  # a body kept for retries; longer ones are not retried
 
 
+class State(enum.IntEnum):
+    QUEUED = 0
+    CONNECTING = 1
+    SENT = 2
+    BACKOFF = 3
+    RESPONDING = 4
+    TUNNEL = 5
+    DONE = 6
+    ABANDONED = 7
+
+
+QUEUED, CONNECTING, SENT, BACKOFF, RESPONDING, TUNNEL, DONE, ABANDONED = State
+TRANSITIONS: dict[State, frozenset[State]] = {
+    QUEUED: frozenset({CONNECTING, SENT, DONE, ABANDONED}),
+    CONNECTING: frozenset({CONNECTING, SENT, BACKOFF, DONE, ABANDONED}),
+    SENT: frozenset({RESPONDING, CONNECTING, SENT, BACKOFF, DONE, ABANDONED}),
+    BACKOFF: frozenset({CONNECTING, SENT, DONE, ABANDONED}),
+    RESPONDING: frozenset({TUNNEL, DONE, ABANDONED}),
+    TUNNEL: frozenset({DONE, ABANDONED}),
+    DONE: frozenset({ABANDONED}),
+    ABANDONED: frozenset(),
+}
+# The table as bit masks indexed by state: one shift and one test per move.
+_ALLOWED = tuple(sum(1 << s for s in TRANSITIONS[state]) for state in State)
+_OVER = 1 << DONE | 1 << ABANDONED  # no more response
+_STARTED = 1 << RESPONDING | 1 << TUNNEL | 1 << DONE  # bytes of a response went downstream
+_RETRYABLE = 1 << CONNECTING | 1 << SENT | 1 << BACKOFF  # nothing relayed yet
+
+
+class ExchangeStateError(RuntimeError):
+    """A transition the table does not allow: a bug, never a client's doing."""
+
+
 class Exchange:
     __slots__ = (
-        "proto", "head", "keep_alive", "http10", "head_only", "chunked", "replayable",
-        "cluster", "endpoint", "attempts", "local", "body", "body_bytes", "conn",
-        "started", "req_done", "resp_done", "response_started", "timer", "timeout", "dead",
-        "response_edits", "mirrors", "backend_timeout", "attempt_timer",
-        "retry", "retries", "kept", "kept_bytes", "waiting_since", "upgrade", "tunnel",
-        "expect_continue",
+        "proto", "req", "state", "req_done", "keep_alive", "http10", "head_only", "local",
+        "head", "cluster", "endpoint", "action", "responses", "retry", "chunked", "replayable",
+        "upgrade", "expect_continue", "attempts", "retries", "conn", "body", "body_bytes",
+        "kept", "kept_bytes", "mirrors",
     )
 
-    def __init__(self, proto, head: bytes, keep_alive: bool, http10: bool, head_only: bool,
-                 chunked: bool, replayable: bool, cluster=None, endpoint=None,
-                 local: bytes | None = None, timeout: float = 0.0, backend_timeout: float = 0.0) -> None:
+    def __init__(self, proto, req, keep_alive: bool, http10: bool, head_only: bool,
+                 local: bytes | None) -> None:
         self.proto = proto
-        self.head = head  # request line + headers for the upstream
+        self.req = req  # the Request (None for a refusal made before one existed)
+        self.state = QUEUED
+        self.req_done = False
         self.keep_alive = keep_alive
         self.http10 = http10
         self.head_only = head_only
-        self.chunked = chunked  # re-frame the request body as chunked upstream
-        self.replayable = replayable  # no body: safe to send again on a fresh connection
-        self.cluster = cluster
-        self.endpoint = endpoint
-        self.attempts = 0
         self.local = local  # a response the gateway makes itself, or None
-        self.body: list[bytes] | None = None  # framed body chunks not yet sent (made when needed)
+        self.head = b""  # request line + headers for the upstream
+        self.cluster = self.endpoint = self.action = self.retry = self.conn = None
+        self.responses = ()  # response filters (the rule's, then its backend's)
+        self.chunked = self.replayable = self.upgrade = self.expect_continue = False
+        self.attempts = self.retries = 0
+        self.body = None  # framed body chunks not yet sent (made when needed)
         self.body_bytes = 0
-        self.conn = None
-        self.started = False
-        self.req_done = False
-        self.resp_done = False
-        self.response_started = False
-        self.timer = None
-        self.timeout = timeout  # the whole request (timeouts.request)
-        self.attempt_timer = None
-        self.backend_timeout = backend_timeout  # one attempt (timeouts.backendRequest)
-        self.dead = False  # the downstream connection is gone
-        self.response_edits = ()  # ResponseHeaderModifiers (router.HeaderEdit), in order
-        self.mirrors = ()  # Mirror copies of this request (RequestMirror), if any
-        self.retry = None  # router.RetryPlan, when the route retries
-        self.retries = 0  # retries made under ``retry``
-        self.kept: list[bytes] | None = None  # the framed body so far, for a retry ([] once retry is set)
+        self.kept = None  # the framed body so far, for a retry ([] once retry is set)
         self.kept_bytes = 0
-        self.waiting_since = 0.0  # when the upstream had all it needs to answer (0: not yet)
-        self.upgrade = False  # a WebSocket handshake: a 101 opens a tunnel
-        self.tunnel = False  # the tunnel is open
-        self.expect_continue = False  # the client waits for our "100 Continue" before its body
+        self.mirrors = ()  # Mirror copies of this request (RequestMirror)
+
+    # --- the one place the state changes ----------------------------------------
+
+    def _move(self, new: State) -> None:
+        if not _ALLOWED[self.state] >> new & 1:
+            raise ExchangeStateError(f"exchange cannot go from {State(self.state).name} to {State(new).name}")
+        self.state = new
+
+    @property
+    def started(self) -> bool:
+        return self.state is not QUEUED
+
+    @property
+    def response_started(self) -> bool:
+        """Some of a response went downstream (the exchange can no longer be answered anew)."""
+        return bool(_STARTED >> self.state & 1)
+
+    @property
+    def over(self) -> bool:
+        """No more of a response will be written (DONE or ABANDONED)."""
+        return bool(_OVER >> self.state & 1)
 
     # --- starting ---------------------------------------------------------------
 
     def start(self) -> None:
-        self.started = True
         if self.local is not None:
             self.proto.write(self.local)
-            self.response_started = True
+            self._move(DONE)
             self._response_finished()
             return
-        if self.timeout > 0:
-            self.timer = self.proto.loop.call_later(self.timeout, self._timed_out)
+        proto = self.proto
+        if self.action.timeout > 0:
+            proto.deadline.after(ROUTE, self.action.timeout)
         if self.expect_continue and not self.req_done:
-            self.proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        conn = self.proto.worker.pool.acquire(self.endpoint)
+            proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn = proto.worker.pool.acquire(self.endpoint)
         if conn is not None:
             self._attach(conn)
         else:
@@ -116,6 +196,7 @@ class Exchange:
 
     def _open(self) -> None:
         """Send on a new connection to ``self.endpoint`` (the pool is not asked)."""
+        self._move(CONNECTING)
         self.proto.loop.create_task(self._connect(self.endpoint))
 
     async def _connect(self, key: tuple[str, int]) -> None:
@@ -128,8 +209,8 @@ class Exchange:
                 worker.settings.upstream_connect_timeout,
             )
         except (OSError, asyncio.TimeoutError) as exc:
-            if self.dead or self.resp_done:
-                return
+            if self.state is not CONNECTING:
+                return  # given up meanwhile (a timeout, the client gone)
             self.attempts += 1
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else exc.strerror or str(exc)
             log.warning("upstream connect failed", extra={"fields": {
@@ -147,28 +228,34 @@ class Exchange:
             self._fail(502)
             return
         worker.pool.opened += 1
-        if self.dead or self.resp_done:
+        if self.state is not CONNECTING:
             worker.pool.release(conn)
             return
         self._attach(conn)
 
     def _attach(self, conn) -> None:
+        self._move(SENT)
         self.conn = conn
         body = self.body
         if body:
             data = self.head + b"".join(body)
             body.clear()
             if self.body_bytes > BODY_BUFFER_LIMIT:
-                self.proto.unblock_reading(self.proto.BLOCK_BODY)
+                self.proto.flow.unblock(flow.BODY)
             self.body_bytes = 0
         else:
             data = self.head
         conn.attach(self, data)
-        self.waiting_since = self.proto.worker.pool.now
-        if self.backend_timeout > 0:  # a new attempt: its own deadline
-            if self.attempt_timer is not None:
-                self.attempt_timer.cancel()
-            self.attempt_timer = self.proto.loop.call_later(self.backend_timeout, self._attempt_timed_out)
+        deadline = self.proto.deadline
+        if self.action.backend_timeout > 0:  # a new attempt: its own deadline
+            deadline.after(ATTEMPT, self.action.backend_timeout)
+        if self.req_done:
+            self._response_due()
+
+    def _response_due(self) -> None:
+        limit = self.proto.worker.settings.upstream_response_timeout
+        if limit:
+            self.proto.deadline.after(RESPONSE, limit)
 
     # --- request body (from the downstream parser) --------------------------------
 
@@ -183,7 +270,7 @@ class Exchange:
             self.kept_bytes += len(chunk)
             if self.kept_bytes > RETRY_BODY_LIMIT:
                 self.kept = None  # too long to send again: no retries for this one
-        if self.resp_done:
+        if _OVER >> self.state & 1:
             return  # the response is over; the rest of the body is read and dropped
         if self.conn is not None:
             self.conn.write(chunk)
@@ -194,20 +281,45 @@ class Exchange:
                 self.body.append(chunk)
             self.body_bytes += len(chunk)
             if self.body_bytes > BODY_BUFFER_LIMIT:
-                self.proto.block_reading(self.proto.BLOCK_BODY)
+                self.proto.flow.block(flow.BODY)
 
     def request_finished(self) -> None:
         self.req_done = True
-        if self.conn is not None:
-            self.waiting_since = self.proto.worker.pool.now  # the response is due from now
-        if self.chunked and (self.mirrors or not self.resp_done):
+        over = _OVER >> self.state & 1
+        if self.state is SENT:
+            self._response_due()  # the upstream has the whole request now
+        if self.chunked and (self.mirrors or not over):
             self.body_chunk(b"")  # frames as "0\r\n\r\n": the last chunk
         for mirror in self.mirrors:
             mirror.request_finished()
-        if self.resp_done:
+        if over:
             self.proto.exchange_done(self)
 
     # --- response (from the upstream connection) -----------------------------------
+
+    def relay(self, data: bytes) -> None:
+        """Response bytes for the client (dropped once it is gone)."""
+        if self.state is not ABANDONED:
+            self.proto.write(data)
+
+    def response_head(self, block: bytes) -> bytes:
+        """The final response head arrived: the header block after the response filters.
+        (The route's and the attempt's timeouts still run: they cover the whole response.)"""
+        self.proto.deadline.clear(RESPONSE)
+        self._move(RESPONDING)
+        if self.responses:
+            block = respond(self.responses, self.req, block)
+        return block
+
+    def switching_protocols(self) -> None:
+        """A 101 head is being relayed; the tunnel opens when the parser stops."""
+        self.proto.deadline.clear(RESPONSE)
+        self._move(RESPONDING)
+
+    def end_by_close(self) -> None:
+        """The response body ends when the upstream closes and the client speaks
+        HTTP/1.0 (no chunked framing): our close must end it downstream too."""
+        self.keep_alive = False
 
     def connection_header(self) -> bytes:
         """The downstream Connection header and the head's last CRLF."""
@@ -216,33 +328,36 @@ class Exchange:
         self.keep_alive = False
         return b"connection: close\r\n\r\n"
 
-    def downstream_write(self, data: bytes) -> None:
-        if not self.dead:
-            self.proto.write(data)
-
     def response_done(self, conn, reusable: bool) -> None:
         self.conn = None
         if reusable and self.req_done and not self.upgrade:
             self.proto.worker.pool.release(conn)
         else:
             conn.close()
+        if self.state is ABANDONED:
+            return
+        self._move(DONE)
         self._response_finished()
 
     def _response_finished(self) -> None:
-        self.resp_done = True
-        if self.timer is not None or self.attempt_timer is not None:
-            self._cancel_timers()
-        # Done only when the request was read to its end too; if the response
+        self._clear_deadlines()
+        # Finished only when the request was read to its end too; if the response
         # came first (a 404, an early 413), the rest of the body is read and
-        # dropped, then request_finished() completes the exchange.
+        # dropped, then request_finished() finishes the exchange.
         if self.req_done:
             self.proto.exchange_done(self)
 
+    def _clear_deadlines(self) -> None:
+        if self.local is None:
+            deadline = self.proto.deadline
+            for kind in (ROUTE, ATTEMPT, RESPONSE, RETRY):
+                deadline.clear(kind)
+
     def upstream_paused(self, paused: bool) -> None:
         if paused:
-            self.proto.block_reading(self.proto.BLOCK_UPSTREAM)
+            self.proto.flow.block(flow.UPSTREAM)
         else:
-            self.proto.unblock_reading(self.proto.BLOCK_UPSTREAM)
+            self.proto.flow.unblock(flow.UPSTREAM)
 
     # --- failures ---------------------------------------------------------------
 
@@ -250,13 +365,12 @@ class Exchange:
         """The upstream connection died or sent garbage before the response ended."""
         self.conn = None
         conn.close()
-        if self.dead or self.resp_done:
+        if _OVER >> self.state & 1:
             return
-        if self.response_started:
+        if self.state is RESPONDING:
             log.warning("upstream failed mid-response", extra={"fields": {
                 "cluster": self.cluster.name, "error": reason}})
-            self.resp_done = True
-            self.proto.abort()
+            self._cut()
             return
         self.attempts += 1
         # A pooled connection may have been closed by the upstream just as we
@@ -272,13 +386,20 @@ class Exchange:
             "cluster": self.cluster.name, "upstream": f"{conn.key[0]}:{conn.key[1]}", "error": reason}})
         self._fail(502)
 
+    def _cut(self) -> None:
+        """A response broke off after it started: close the client's connection
+        at once, so a truncated response never looks complete."""
+        self._move(ABANDONED)
+        self._clear_deadlines()
+        self.proto.abort()
+
     # --- retries ----------------------------------------------------------------
 
     def may_retry(self) -> bool:
         """The policy has a retry left and the request can be sent again whole."""
         r = self.retry
         return (r is not None and self.retries < r.attempts and self.kept is not None
-                and not (self.dead or self.resp_done or self.response_started))
+                and bool(_RETRYABLE >> self.state & 1))
 
     def retry_status(self, conn, status: int) -> None:
         """The upstream answered a status the policy retries (``conn`` is closed)."""
@@ -287,9 +408,9 @@ class Exchange:
 
     def _retry(self, why: str) -> None:
         self.retries += 1
-        if self.attempt_timer is not None:
-            self.attempt_timer.cancel()
-            self.attempt_timer = None
+        deadline = self.proto.deadline
+        deadline.clear(ATTEMPT)
+        deadline.clear(RESPONSE)
         log.info("retrying upstream request", extra={"fields": {
             "cluster": self.cluster.name, "upstream": f"{self.endpoint[0]}:{self.endpoint[1]}",
             "why": why, "retry": self.retries}})
@@ -297,13 +418,12 @@ class Exchange:
         self.body = list(self.kept)
         self.body_bytes = self.kept_bytes
         if self.retry.backoff > 0:
-            self.proto.loop.call_later(self.retry.backoff, self._retry_now)
+            self._move(BACKOFF)
+            deadline.after(RETRY, self.retry.backoff)
         else:
             self._retry_now()
 
     def _retry_now(self) -> None:
-        if self.dead or self.resp_done:
-            return
         nxt = self.cluster.pick(skip=self.endpoint)
         if nxt is None:  # the endpoints went away meanwhile
             self._fail(503)
@@ -315,39 +435,32 @@ class Exchange:
         else:
             self._open()
 
-    def _cancel_timers(self) -> None:
-        for timer in (self.timer, self.attempt_timer):
-            if timer is not None:
-                timer.cancel()
-        self.timer = self.attempt_timer = None
+    # --- deadlines (from the connection's Deadline, through the protocol) --------
 
-    def response_timed_out(self) -> None:
-        """FLUXGATE_UPSTREAM_RESPONSE_TIMEOUT passed without a response head."""
-        self.waiting_since = 0.0
-        self._attempt_timed_out()
-
-    def _attempt_timed_out(self) -> None:
-        """timeouts.backendRequest: this attempt took too long."""
-        self.attempt_timer = None
-        r = self.retry
-        if r is not None and 504 in r.codes and self.may_retry():
-            conn, self.conn = self.conn, None
-            if conn is not None:
-                conn.abort()
-            self._retry("per-try timeout")
+    def deadline_passed(self, kind: int) -> None:
+        if _OVER >> self.state & 1:
             return
-        self._timed_out()
+        if kind == RETRY:
+            if self.state is BACKOFF:
+                self._retry_now()
+        elif kind == ROUTE:
+            self._timed_out()
+        else:  # ATTEMPT (timeouts.backendRequest) or RESPONSE (no response head in time)
+            r = self.retry
+            if r is not None and 504 in r.codes and self.may_retry():
+                conn, self.conn = self.conn, None
+                if conn is not None:
+                    conn.abort()
+                self._retry("per-try timeout")
+                return
+            self._timed_out()
 
     def _timed_out(self) -> None:
-        self._cancel_timers()
-        if self.resp_done or self.dead:
-            return
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.abort()
-        if self.response_started:
-            self.resp_done = True
-            self.proto.abort()
+        if self.state is RESPONDING or self.state is TUNNEL:
+            self._cut()
         else:
             self._fail(504)
 
@@ -355,16 +468,19 @@ class Exchange:
         close = not self.keep_alive or self.proto.closing_after_response()
         self.keep_alive = not close
         self.proto.write(responses.error(status, close, self.head_only))
-        self.response_started = True
+        self._move(DONE)
         self._response_finished()
 
     def abandon(self) -> None:
         """The downstream connection is gone: release everything at once."""
-        self.dead = True
-        self._cancel_timers()
+        if self.state is ABANDONED:
+            return
+        tunnel = self.state is TUNNEL
+        self._move(ABANDONED)
+        self._clear_deadlines()
         conn, self.conn = self.conn, None
         if conn is not None:
-            if self.tunnel:
+            if tunnel:
                 conn.close()  # the client's last bytes (a close frame) still go out
             else:
                 conn.abort()
@@ -373,13 +489,41 @@ class Exchange:
 
     def tunnel_open(self, conn) -> None:
         """The upstream switched protocols (101, already relayed)."""
-        self.tunnel = True
-        self._cancel_timers()  # request timeouts end with the handshake
-        self.waiting_since = 0.0
+        self._move(TUNNEL)
+        self._clear_deadlines()  # request timeouts end with the handshake
         self.proto.tunnel_open(conn)
 
     def tunnel_closed(self) -> None:
         self.conn = None
-        self.resp_done = True
-        if not self.dead:
-            self.proto.tunnel_closed()
+        if self.state is ABANDONED:
+            return
+        self._move(DONE)
+        self.proto.tunnel_closed()
+
+
+def answered(proto, data: bytes, keep_alive: bool, http10: bool = False, head_only: bool = False,
+             req=None) -> Exchange:
+    """An exchange the gateway answers itself with ``data`` (a complete response)."""
+    return Exchange(proto, req, keep_alive, http10, head_only, data)
+
+
+def proxied(proto, req, head: bytes, cluster, endpoint, action, responses_: tuple) -> Exchange:
+    """An exchange that sends ``req`` (framed as ``head``) to ``endpoint`` of ``cluster``."""
+    ex = Exchange(proto, req, req.keep_alive, req.http10, req.head_only, None)
+    ex.head = head
+    ex.cluster = cluster
+    ex.endpoint = endpoint
+    ex.action = action
+    ex.responses = responses_
+    ex.chunked = req.chunked  # re-frame the request body as chunked upstream
+    ex.replayable = req.replayable
+    ex.upgrade = req.upgrade  # a WebSocket handshake: a 101 opens a tunnel
+    ex.expect_continue = req.expect_continue
+    retry = action.retry
+    if retry is not None:
+        ex.retry = retry
+        ex.kept = []
+    if req.mirrors:  # chosen by RequestMirror filters; they get the final head
+        worker = proto.worker
+        ex.mirrors = tuple(Mirror(worker, cluster, head, req.head_only) for cluster in req.mirrors)
+    return ex

@@ -42,6 +42,10 @@ def build(status: int, body: bytes, *, close: bool, extra: bytes = b"") -> bytes
 PREBUILT = {s: (build(s, b, close=False), build(s, b, close=True)) for s, b in _BODIES.items()}
 
 
+# An HTTP/2 client (prior knowledge) on a listener that speaks HTTP/1.1 only.
+H2_NOT_ENABLED = build(505, b"HTTP/2 is not enabled on this listener\n", close=True)
+
+
 def redirect(status: int, location: bytes, close: bool) -> bytes:
     """A redirect the gateway answers itself (RequestRedirect filter)."""
     return (

@@ -12,7 +12,9 @@ generations. Per request the work is a few dict lookups:
 * path: exact-path dict, then prefixes by segment boundary (a dict per
   distinct prefix length), then regexes; each candidate carries its global
   precedence rank and the lowest rank whose method/header/query conditions
-  hold wins.
+  hold wins;
+* the winner's ``CompiledAction`` (its filter chains, weights and retry plan
+  built when the virtual host was decoded): per request only the chain runs.
 
 Invariant: nothing here keeps a reference into shared memory after the
 ``Router`` itself is dropped, except the ``BlobRef``s of this generation,
@@ -25,66 +27,11 @@ import bisect
 import random
 from itertools import accumulate
 
-from shm import codec
 from common.match import HostIndex, PathIndex
-from dataplane.cors import CorsPolicy
-from dataplane.template import HeaderTemplates
-from shm.schema import (
-    CORS, Action, Cluster, RequestHeaderModifier, RequestHeaderTemplate, RequestMirror,
-    RequestRedirect, ResponseHeaderModifier, RetryPolicy, Table, URLRewrite,
-)
-
-
-class ClusterState:
-    """A cluster's endpoints and its round-robin position (per worker)."""
-
-    __slots__ = ("name", "endpoints", "host_rewrite", "_next")
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.name = cluster.name
-        self._next = 0
-        self.update(cluster)
-
-    def update(self, cluster: Cluster) -> None:
-        """New endpoints for the same cluster (in place: vhosts hold this object)."""
-        # (address, port): the pool's key, made once here, not per request.
-        self.endpoints: tuple[tuple[str, int], ...] = tuple((e.address, e.port) for e in cluster.endpoints)
-        self.host_rewrite = cluster.host_rewrite.encode()
-        # Workers start at different offsets so N workers do not all hit endpoint 0.
-        self._next = random.randrange(len(cluster.endpoints)) if cluster.endpoints else 0
-
-    def pick(self, skip: tuple[str, int] | None = None) -> tuple[str, int] | None:
-        """Round robin; ``skip`` avoids the endpoint that just failed (if another exists)."""
-        eps = self.endpoints
-        n = len(eps)
-        if n == 1:
-            return eps[0]
-        if not n:
-            return None
-        i = self._next % n
-        self._next = i + 1
-        ep = eps[i]
-        if ep == skip and n > 1:
-            ep = eps[(i + 1) % n]
-            self._next = i + 2
-        return ep
-
-
-class HeaderEdit:
-    """A header modifier made ready to apply: names to drop, lines to append."""
-
-    __slots__ = ("drop", "lines", "host")
-
-    def __init__(self, mod) -> None:
-        # "set" replaces every value: drop the name, then add the one line.
-        self.drop = frozenset(h.name.lower().encode() for h in mod.set) | frozenset(
-            n.encode() for n in mod.remove)
-        sets = [h for h in mod.set if h.name.lower() != "host"]
-        adds = [h for h in mod.add if h.name.lower() != "host"]
-        self.lines = b"".join(b"%s: %s\r\n" % (h.name.encode(), h.value.encode()) for h in sets + adds)
-        # Host is one header, framed by the proxy: "set" replaces it, add/remove cannot apply.
-        host = [h.value for h in mod.set if h.name.lower() == "host"]
-        self.host = host[0].encode() if host else None
+from dataplane.filters import chain
+from dataplane.upstream.balancer import ClusterState
+from shm import codec
+from shm.schema import Action, RetryPolicy, Table
 
 
 class RetryPlan:
@@ -101,14 +48,19 @@ class RetryPlan:
 
 
 class CompiledAction:
-    """An Action with its weights and filters precomputed; clusters resolved per generation."""
+    """An Action with its weights, chains and retries made ready; clusters resolved per generation.
+
+    ``chain`` is the rule's filter chain (None: no filters). When a backendRef
+    has filters of its own, ``backend_chains[i]`` is the chain of live backend
+    ``i`` and ``responses[i]`` its response filters after the rule's;
+    otherwise ``backend_chains`` is None and ``responses`` is the rule's
+    response filters (one tuple for every backend).
+    """
 
     __slots__ = ("action", "clusters", "cumulative", "total", "timeout", "backend_timeout", "single",
-                 "filtered", "request_edit", "response_edits", "redirect", "rewrite", "mirrors",
-                 "backend_edits", "templates", "cors", "retry")
+                 "chain", "backend_chains", "responses", "retry")
 
-    def __init__(self, action: Action, clusters: list[ClusterState | None],
-                 mirrors: tuple = ()) -> None:
+    def __init__(self, action: Action, clusters: list[ClusterState | None], resolve) -> None:
         self.action = action
         live = [(c, b.weight, b.filters) for c, b in zip(clusters, action.backends) if b.weight > 0]
         self.clusters = [c for c, _, _ in live]
@@ -118,34 +70,16 @@ class CompiledAction:
         self.backend_timeout = action.backend_timeout_ms / 1000.0
         # One live backend that resolved: no weighing per request.
         self.single = self.clusters[0] if len(self.clusters) == 1 else None
-        self.request_edit = self.redirect = self.rewrite = self.templates = self.cors = None
         self.retry = RetryPlan(action.retry) if action.retry is not None else None
-        self.response_edits: tuple[HeaderEdit, ...] = ()  # applied in order to the response head
-        self.mirrors = mirrors  # ((ClusterState, percent), ...), resolved by the Router
-        for f in action.filters:
-            if isinstance(f, RequestHeaderModifier):
-                self.request_edit = HeaderEdit(f)
-            elif isinstance(f, ResponseHeaderModifier):
-                self.response_edits = (HeaderEdit(f),)
-            elif isinstance(f, RequestRedirect):
-                self.redirect = f
-            elif isinstance(f, URLRewrite):
-                self.rewrite = f
-            elif isinstance(f, RequestHeaderTemplate):
-                self.templates = HeaderTemplates(f)
-            elif isinstance(f, CORS):
-                self.cors = CorsPolicy(f)
-        # Per live backend: (request edit, response edits) when any backendRef has filters.
-        self.backend_edits = None
+        self.chain = chain.build(action.filters, resolve)
+        rule_responses = self.chain.responses if self.chain is not None else ()
+        self.backend_chains = None
+        self.responses = rule_responses
         if any(fs for _, _, fs in live):
-            self.single = None  # the choice must say which backend, for its edits
-            self.backend_edits = []
-            for _, _, fs in live:
-                req = next((HeaderEdit(f) for f in fs if isinstance(f, RequestHeaderModifier)), None)
-                resp = tuple(HeaderEdit(f) for f in fs if isinstance(f, ResponseHeaderModifier))
-                self.backend_edits.append((req, self.response_edits + resp))
-        # One test per request for actions without filters, per-backend edits or retries.
-        self.filtered = bool(action.filters) or self.backend_edits is not None or self.retry is not None
+            self.single = None  # the choice must say which backend, for its chain
+            self.backend_chains = [chain.build(fs, resolve) for _, _, fs in live]
+            self.responses = [rule_responses + (bc.responses if bc is not None else ())
+                              for bc in self.backend_chains]
 
     def choose(self) -> ClusterState | None:
         """A cluster by weight; None means unresolved (the caller answers 500)."""
@@ -238,11 +172,7 @@ class Router:
         return state
 
     def compile_action(self, action: Action) -> CompiledAction:
-        mirrors = tuple(
-            (state, f.percent) for f in action.filters if isinstance(f, RequestMirror)
-            if (state := self.cluster(f.cluster)) is not None
-        )
-        return CompiledAction(action, [self.cluster(b.cluster) for b in action.backends], mirrors)
+        return CompiledAction(action, [self.cluster(b.cluster) for b in action.backends], self.cluster)
 
     def route(self, listener: str, host: bytes, method: bytes, path: bytes, headers: list, query: bytes):
         """The winning route entry (``.action``, ``.source``) or None (404)."""

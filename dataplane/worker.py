@@ -5,8 +5,8 @@ pipe after every publish; the worker then checks the ring header (a cheap
 seqlock read), pins and verifies the new generation, builds a ``Router`` and
 swaps it in between two events of the loop, so a request is routed wholly by
 one generation. A tick every ``heartbeat_interval`` also polls the ring (in
-case a byte was lost), heart-beats, and sweeps idle upstream connections; a
-faster sweep checks every client connection's deadline (protocol.py).
+case a byte was lost), heart-beats, and sweeps idle upstream connections.
+Client connections keep their own deadlines (deadline.py: one timer each).
 
 The pipe doubles as a lifeline: EOF on it means the control process is gone,
 and an orphaned worker drains and exits instead of serving a stale table
@@ -66,10 +66,6 @@ class Worker:
         self.exit_code = EXIT_OK
         self._refreshing = False
         self._done = self.loop.create_future()
-        s = settings
-        shortest = min(t for t in (s.header_timeout, s.body_timeout, s.keepalive_timeout,
-                                   s.upstream_response_timeout, s.request_timeout, 2.0) if t > 0)
-        self._sweep_interval = min(0.5, max(0.02, shortest / 4))
 
     # --- table ------------------------------------------------------------------
 
@@ -130,19 +126,6 @@ class Worker:
             self.loop.create_task(self.listeners.sync(self.router.table.listeners))
         self.loop.call_later(self.settings.heartbeat_interval, self._tick)
 
-    def _sweep(self) -> None:
-        """Advance the coarse clock and check every connection's deadline.
-
-        One timer per worker instead of one per request: a deadline fires
-        at most ``_sweep_interval`` late, a quarter of the shortest timeout."""
-        if self._done.done():
-            return
-        now = time.monotonic()
-        self.pool.now = now
-        for conn in list(self.connections):
-            conn.check_deadline(now)
-        self.loop.call_later(self._sweep_interval, self._sweep)
-
     # --- stopping -------------------------------------------------------------------
 
     def drain(self) -> None:
@@ -178,7 +161,6 @@ class Worker:
         loop.add_reader(self.notify_fd, self._notified)
         self.refresh()
         loop.call_later(self.settings.heartbeat_interval, self._tick)
-        loop.call_later(self._sweep_interval, self._sweep)
         await self._done
         self.reader.heartbeat()
         return self.exit_code

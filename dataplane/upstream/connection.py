@@ -9,6 +9,9 @@ joined into one, and go out through the worker's outbox.
 Rules:
 * ``exchange`` is set by ``attach`` and cleared exactly once, in ``_finish``
   (response complete) or ``connection_lost``/``abort`` (failure).
+* It talks to its exchange only through the exchange's upstream interface
+  (dataplane/exchange.py says which): a Mirror provides the same, so a
+  connection cannot tell a client's exchange from a mirror's copy.
 * A connection goes back to the pool only if the response was complete, the
   upstream allows keep-alive, and the whole request was sent.
 * A HEAD response has no body but may carry Content-Length; httptools cannot
@@ -30,7 +33,7 @@ import re
 
 import httptools
 
-from dataplane.headers import drop_from_block, nominated
+from dataplane.headers import nominated
 
 _NO_BODY_STATUS = frozenset({204, 304})
 # Connection values that nominate no other header (the usual ones): skip the parse.
@@ -70,7 +73,7 @@ _KEEP = frozenset({b"content-length"})
 MAX_RESPONSE_HEAD = 64 * 1024
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
     def __init__(self, pool, key: tuple[str, int], outbox) -> None:
         # process
         self.pool = pool
@@ -83,6 +86,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.uses = 0
         self.idle_since = 0.0
         self._out: list[bytes] = []
+        self._pending_ex = None  # the exchange whose response completed in this data_received
+        self._pending_reuse = False
         # response (reset in attach)
         self.exchange = None
         self._head: bytes | None = b""  # bytes since the response began; None once the head is out
@@ -128,8 +133,8 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tunnel:
             ex = self.exchange
-            if ex is not None and not ex.dead:
-                ex.proto.write(data)
+            if ex is not None:
+                ex.relay(data)
             return
         if self.exchange is None:
             # Bytes on an idle connection: the upstream broke the exchange
@@ -155,15 +160,12 @@ class UpstreamConnection(asyncio.Protocol):
             ex = self.exchange or self._pending_ex
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            if ex is not None and not ex.dead:
-                ex.proto.write(data)
+            if ex is not None:
+                ex.relay(data)
         ex = self._pending_ex
         if ex is not None:
             self._pending_ex = None
             ex.response_done(self, self._pending_reuse)
-
-    _pending_ex = None
-    _pending_reuse = False
 
     def _upgraded(self, rest: bytes) -> None:
         """The parser stopped after a 101: open the tunnel, or refuse a 101
@@ -175,8 +177,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = True
         head = b"".join(self._out)
         self._out.clear()
-        if not ex.dead:
-            ex.proto.write(head + rest if rest else head)
+        ex.relay(head + rest if rest else head)
         ex.tunnel_open(self)
 
     def _failed(self, why: str) -> None:
@@ -211,7 +212,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._switching = True
             block = self._edit_head(buf[status_end:end - 2])[0]
             self._out.append(line + block + b"connection: upgrade\r\nupgrade: websocket\r\n\r\n")
-            ex.response_started = True
+            ex.switching_protocols()
             return
         if 100 <= status < 200:
             # Interim (100 Continue, 103): relay to 1.1 clients, the final head follows.
@@ -244,8 +245,7 @@ class UpstreamConnection(asyncio.Protocol):
             length = self.parser.should_keep_alive() or _CONTENT_LENGTH.search(block) is not None
         else:
             block, length, te = self._edit_head(block)
-        for edit in ex.response_edits:  # ResponseHeaderModifier: the rule's, then the backend's
-            block = drop_from_block(block, edit.drop) + edit.lines
+        block = ex.response_head(block)  # the route's response filters run there
         framing = b""
         if not (ex.head_only or status in _NO_BODY_STATUS):
             if te:
@@ -256,13 +256,12 @@ class UpstreamConnection(asyncio.Protocol):
                 # for HTTP/1.0 clients the downstream connection ends it.
                 self._until_close = True
                 if ex.http10:
-                    ex.keep_alive = False
+                    ex.end_by_close()
                 else:
                     self._chunked = True
                     framing = b"transfer-encoding: chunked\r\n"
         # block ends with "\r\n"; the Connection header line (or a bare CRLF) ends the head.
         self._out.append(line + block + framing + ex.connection_header())
-        ex.response_started = True
         if ex.head_only:
             self._finish(False)
 
@@ -360,11 +359,11 @@ class UpstreamConnection(asyncio.Protocol):
             if not was_closed:
                 self.pool.discard(self)
             return
-        if self._until_close and ex.response_started:
+        if self._until_close:  # set once the head is out
             # The close is the end of this body (RFC 9112 6.3, rule 8).
             tail = b"0\r\n\r\n" if self._chunked else b""
             if self._out or tail:
-                ex.downstream_write(b"".join(self._out) + tail)
+                ex.relay(b"".join(self._out) + tail)
                 self._out.clear()
             ex.response_done(self, False)
             return

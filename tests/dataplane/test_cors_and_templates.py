@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from control.compile import template_parts
-from dataplane.cors import CorsPolicy
-from dataplane.template import HeaderTemplates
+from dataplane.filters.cors import CorsPolicy
+from dataplane.filters.template import HeaderTemplates
 from shm.schema import CORS, HeaderTemplate, RequestHeaderTemplate
 
 

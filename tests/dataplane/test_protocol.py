@@ -298,3 +298,16 @@ def test_protocol_body_before_upstream_connects_is_bounded(rig):
     ex._attach(up)  # the connection arrives: the buffer is flushed, reading resumes
     assert not down.paused
     assert len(up_t.data()) > 70000
+
+
+def test_protocol_http2_preface_is_told_http2_is_not_enabled(rig, caplog):
+    proto, down, up, up_t = rig
+    with caplog.at_level("INFO", logger="fluxgate.protocol"):
+        proto.data_received(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    out = down.data()
+    assert out.startswith(b"HTTP/1.1 505 ")
+    assert out.endswith(b"\r\n\r\nHTTP/2 is not enabled on this listener\n")
+    assert down.closed and up_t.data() == b""
+    (record,) = [r for r in caplog.records if r.getMessage() == "request refused"]
+    assert record.fields["error"] == "HTTP/2 is not enabled on this listener"
+    assert "PRI" not in record.fields["error"]

@@ -103,14 +103,6 @@ def test_router_keeps_decoded_vhosts_across_generations_and_updates_clusters_in_
     assert {port for _, port in state.endpoints} == {2, 3}  # same object, new endpoints
 
 
-def test_router_round_robin_skips_the_endpoint_that_failed():
-    from dataplane.router import ClusterState
-    c = ClusterState(Cluster("c", (Endpoint("a", 1), Endpoint("b", 1))))
-    first = c.pick()
-    assert c.pick(skip=first) != first
-    assert ClusterState(Cluster("e", ())).pick() is None
-
-
 def test_router_vhost_with_only_a_non_root_prefix_routes_and_404s():
     # Found by the explainer's property test: the catch-all shortcut assumed "/".
     vh = _vh("v", [entry(PathPrefix("/a"), 0, "a")], 1)

@@ -232,6 +232,63 @@ def test_slowloris_headers_are_cut_off_by_the_header_deadline(gateways):
     assert took is not None and took < 4.0, took
 
 
+def _bytes_sent_until_cut(sock: socket.socket, data: bytes, interval: float, prefix: bytes = b"",
+                          pause: float = 0.0) -> int | None:
+    """Send ``prefix`` at once, wait ``pause``, then ``data`` a byte every
+    ``interval``; how many bytes of ``data`` went out before the gateway
+    answered 408 or closed (None: it never did)."""
+    if prefix:
+        send(sock, prefix)
+    time.sleep(pause)
+    sock.settimeout(interval)
+    for sent in range(len(data)):
+        if not send(sock, data[sent:sent + 1]):
+            return sent
+        try:
+            got = sock.recv(4096)
+            if not got or got.startswith(b"HTTP/1.1 408"):
+                return sent + 1
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            return sent + 1
+    return None
+
+
+SLOW_HEAD = b"GET /slowly HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\nx-b: 2\r\n\r\n"
+
+
+def test_head_deadline_counts_from_the_connection_start_not_from_the_target(gateways):
+    """FLUXGATE_HEADER_TIMEOUT=1, a byte every 0.1 s from connect: cut at 1 s,
+    about ten bytes in. Its clock once restarted at the target's first byte
+    (0.4 s, after the method): then the cut came at 1.4 s or later."""
+    port = _port(gateways, "header-timeout")
+    with connect(port) as s:
+        sent = _bytes_sent_until_cut(s, SLOW_HEAD, 0.1)
+    assert sent is not None and sent <= 12, sent
+
+
+def test_head_deadline_is_not_restarted_by_a_pause_after_the_method(gateways):
+    """``GET `` at once, a 0.5 s pause, then a byte every 0.1 s: still cut 1 s
+    after connect (about five bytes after the pause), not 1 s after it."""
+    port = _port(gateways, "header-timeout")
+    with connect(port) as s:
+        sent = _bytes_sent_until_cut(s, SLOW_HEAD[4:], 0.1, prefix=SLOW_HEAD[:4], pause=0.5)
+    assert sent is not None and sent <= 7, sent
+
+
+def test_head_deadline_of_a_kept_alive_connection_starts_at_the_next_heads_first_byte(gateways):
+    """After a first request and an idle pause, a second head dribbled a byte
+    every 0.1 s is cut 1 s after its own first byte: neither at once (a clock
+    from before the pause) nor 1 s after its target began (0.4 s later)."""
+    port = _port(gateways, "header-timeout")
+    with connect(port) as s:
+        send(s, _get("/ok"))
+        assert [r.status for r in read_responses(s, 1, 5.0).responses] == [200]
+        sent = _bytes_sent_until_cut(s, SLOW_HEAD, 0.1, pause=0.6)
+    assert sent is not None and 5 <= sent <= 12, sent
+
+
 def test_connection_that_sends_nothing_is_closed_by_the_header_deadline(gateways):
     port = _port(gateways, "header-timeout")
     with connect(port) as s:

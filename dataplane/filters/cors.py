@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import re
 
+from dataplane import responses
+from dataplane.filters.base import Filter
+from dataplane.headers import drop_from_block, header_value
+from shm import schema
 from shm.schema import CORS
 
 _MANAGED = frozenset({b"access-control-allow-origin", b"access-control-allow-credentials",
@@ -27,7 +31,7 @@ _MANAGED = frozenset({b"access-control-allow-origin", b"access-control-allow-cre
 
 
 class ResponseEdit:
-    """A response header edit made per request (same shape as router.HeaderEdit)."""
+    """A response header edit made per request (the shape of headers.HeaderEdit)."""
 
     __slots__ = ("drop", "lines")
 
@@ -97,3 +101,36 @@ class CorsPolicy:
         if not self.allows(origin):
             return _REJECTED
         return ResponseEdit(_MANAGED, b"access-control-allow-origin: %s\r\n%s" % (origin, self._edit_tail))
+
+
+class CorsFilter(Filter):
+    """A preflight is answered here; an actual request's response gets the CORS headers."""
+
+    SPEC = schema.CORS
+    REQUEST = True
+    RESPONSE = True
+    __slots__ = ("policy",)
+
+    def __init__(self, spec: CORS, resolve=None) -> None:
+        self.policy = CorsPolicy(spec)
+
+    def request(self, req) -> bytes | None:
+        if req.method != b"OPTIONS":
+            return None
+        headers = req.headers
+        origin = header_value(headers, b"origin")
+        if not origin:
+            return None
+        wanted = header_value(headers, b"access-control-request-method")
+        if not wanted:
+            return None  # an actual OPTIONS request, proxied
+        # A preflight: answered here, never forwarded.
+        lines = self.policy.preflight(origin, wanted, header_value(headers, b"access-control-request-headers"))
+        return responses.preflight(lines, not req.keep_local)
+
+    def response(self, req, block: bytes) -> bytes:
+        origin = header_value(req.headers, b"origin")
+        if not origin:
+            return block
+        edit = self.policy.response_edit(origin)
+        return drop_from_block(block, edit.drop) + edit.lines

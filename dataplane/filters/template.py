@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 
-from dataplane.headers import header_value
+from dataplane.filters.base import Filter
+from dataplane.headers import drop_lines, header_value
+from shm import schema
 from shm.schema import RequestHeaderTemplate
 
 _REQUEST_ID = b"x-request-id"
@@ -63,3 +65,21 @@ class HeaderTemplates:
             if rendered:
                 out.append(b"%s: %s\r\n" % (name, rendered))
         return b"".join(out)
+
+
+class RequestHeaderTemplateFilter(Filter):
+    """FluxGateRoute requestHeaders with placeholders: set after the RequestHeaderModifier."""
+
+    SPEC = schema.RequestHeaderTemplate
+    REQUEST = True
+    __slots__ = ("templates",)
+
+    def __init__(self, spec: RequestHeaderTemplate, resolve=None) -> None:
+        self.templates = HeaderTemplates(spec)
+
+    def request(self, req) -> None:
+        templates = self.templates
+        forward = drop_lines(req.forward, templates.drop)
+        forward.append(templates.render(req.client, req.path, req.headers))
+        req.forward = forward
+        return None

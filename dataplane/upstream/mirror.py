@@ -8,8 +8,9 @@ Rules:
   chunk, framed the same way, in order.
 * A mirror never slows the client: one whose upstream cannot be reached, has
   no endpoint, or stops reading (its socket buffer fills) is given up.
-* To the upstream connection a mirror looks like an exchange whose client is
-  gone (``dead``), so the connection sends nothing anywhere on its behalf.
+* To the upstream connection a mirror looks like an exchange whose client
+  takes nothing (``relay`` drops it), so the connection sends nothing
+  anywhere on its behalf.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ BODY_BUFFER_LIMIT = 64 * 1024  # buffered while connecting; beyond it the mirror
 
 
 class Mirror:
+    """A copy of one request to one mirror cluster; to its upstream connection
+    it offers an exchange's upstream interface (dataplane/exchange.py), whose
+    client is nobody."""
+
     # What UpstreamConnection reads of an exchange, fixed for a mirror.
-    dead = True  # nothing is ever written to a client for it
     http10 = False
-    response_edits = ()
     retry = None  # a mirror is never retried
     upgrade = False
     expect_continue = False
@@ -38,8 +41,6 @@ class Mirror:
         self.cluster = cluster
         self.head = head
         self.head_only = head_only
-        self.keep_alive = True
-        self.response_started = False
         self.body: list[bytes] = []
         self.buffered = 0
         self.conn = None
@@ -98,8 +99,23 @@ class Mirror:
 
     # --- from the upstream connection ----------------------------------------------
 
+    def relay(self, data: bytes) -> None:
+        pass  # nothing a mirror's upstream sends reaches anyone
+
+    def may_retry(self) -> bool:
+        return False
+
+    def response_head(self, block: bytes) -> bytes:
+        return block
+
+    def switching_protocols(self) -> None:
+        pass  # never asked for (upgrade is False): the connection refuses a 101
+
     def connection_header(self) -> bytes:
         return b"\r\n"
+
+    def end_by_close(self) -> None:
+        pass
 
     def response_done(self, conn, reusable: bool) -> None:
         self.conn = None
