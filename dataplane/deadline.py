@@ -4,11 +4,13 @@ One ``Deadline`` per downstream connection holds a due time per kind and one
 event-loop timer, armed for the earliest. It serves the connection's own
 timeouts and those of the exchange being proxied on it:
 
-  HEAD      the request head must arrive (FLUXGATE_HEADER_TIMEOUT, from the
-            head's first byte, or from the connection's start for the first)
-  BODY      the request body may pause this long (FLUXGATE_BODY_TIMEOUT),
-            never past the whole request's FLUXGATE_REQUEST_TIMEOUT
-  IDLE      a keep-alive connection with nothing to do (FLUXGATE_KEEPALIVE_TIMEOUT)
+  CLIENT    what the connection waits for from its client, one at a time
+            (the connection says which): a request head
+            (FLUXGATE_HEADER_TIMEOUT, from the head's first byte, or from the
+            connection's start for the first), more of a body
+            (FLUXGATE_BODY_TIMEOUT, never past the whole request's
+            FLUXGATE_REQUEST_TIMEOUT), or a next request on an idle
+            keep-alive connection (FLUXGATE_KEEPALIVE_TIMEOUT)
   ROUTE     the route's timeouts.request, from the exchange's start
   ATTEMPT   the route's timeouts.backendRequest, per attempt
   RESPONSE  the response head is due (FLUXGATE_UPSTREAM_RESPONSE_TIMEOUT),
@@ -33,8 +35,8 @@ loop iteration, so reading it costs no system call.
 
 from __future__ import annotations
 
-HEAD, BODY, IDLE, ROUTE, ATTEMPT, RESPONSE, RETRY = range(7)
-NAMES = ("head", "body", "idle", "route", "attempt", "response", "retry")
+CLIENT, ROUTE, ATTEMPT, RESPONSE, RETRY = range(5)
+NAMES = ("client", "route", "attempt", "response", "retry")
 _KINDS = range(len(NAMES))
 INF = float("inf")
 RESOLUTION = 0.001
@@ -62,6 +64,11 @@ class Deadline:
     def clear(self, kind: int) -> None:
         # The timer stays armed: it finds nothing due and re-arms (or not) itself.
         self.due[kind] = INF
+
+    def clear_exchange(self) -> None:
+        """Clear the exchange's kinds (its response is over, or it is gone)."""
+        due = self.due
+        due[ROUTE] = due[ATTEMPT] = due[RESPONSE] = due[RETRY] = INF
 
     def close(self) -> None:
         if self._handle is not None:

@@ -23,7 +23,10 @@ from __future__ import annotations
 from collections import deque
 
 from dataplane import flow
-from dataplane.deadline import BODY, HEAD, IDLE, Deadline
+from dataplane.deadline import CLIENT, Deadline
+
+# What the connection waits for from its client (the Deadline's CLIENT kind).
+NOTHING, HEAD, BODY, IDLE = range(4)
 
 
 class Downstream:
@@ -45,6 +48,7 @@ class Downstream:
         self._closed = False
         self._refused = False  # a request was refused: nothing more is read
         self._in_head = False  # a request head is being received
+        self._waiting = HEAD  # what the CLIENT deadline is for: HEAD, BODY, IDLE or NOTHING
 
     # --- what exchanges call ----------------------------------------------------
 
@@ -78,13 +82,12 @@ class Downstream:
         else:
             self.active = None
             if not self._in_head:  # else the next request's head deadline stands
-                self.deadline.after(IDLE, self.settings.keepalive_timeout)
+                self.wait_for(IDLE, self.settings.keepalive_timeout)
 
     def tunnel_open(self, conn) -> None:
         """The upstream answered 101: from now on bytes go both ways untouched."""
         self.tunnel = conn
-        self.deadline.clear(HEAD)
-        self.deadline.clear(BODY)
+        self.wait_for(NOTHING)
         if self._early:
             conn.write(self._early)
             self._early = b""
@@ -97,6 +100,15 @@ class Downstream:
             self._close()
 
     # --- the connection's own ------------------------------------------------------
+
+    def wait_for(self, what: int, seconds: float = 0.0, until: float = 0.0) -> None:
+        """The client's next deadline: ``what`` (HEAD, BODY, IDLE) due in
+        ``seconds``, or at ``until``; NOTHING clears it."""
+        self._waiting = what
+        if what == NOTHING:
+            self.deadline.clear(CLIENT)
+        else:
+            self.deadline.set(CLIENT, until or self.loop.time() + seconds)
 
     def enqueue(self, ex) -> None:
         """A new request's exchange: active at once, or behind the others."""

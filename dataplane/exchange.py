@@ -133,8 +133,8 @@ class Exchange:
         "kept", "kept_bytes", "mirrors",
     )
 
-    def __init__(self, proto, req, keep_alive: bool, http10: bool, head_only: bool,
-                 local: bytes | None) -> None:
+    def __init__(self, proto, req, keep_alive: bool, http10: bool, head_only: bool, local: bytes | None,
+                 head: bytes = b"", cluster=None, endpoint=None, action=None, responses: tuple = ()) -> None:
         self.proto = proto
         self.req = req  # the Request (None for a refusal made before one existed)
         self.state = QUEUED
@@ -143,16 +143,27 @@ class Exchange:
         self.http10 = http10
         self.head_only = head_only
         self.local = local  # a response the gateway makes itself, or None
-        self.head = b""  # request line + headers for the upstream
-        self.cluster = self.endpoint = self.action = self.retry = self.conn = None
-        self.responses = ()  # response filters (the rule's, then its backend's)
-        self.chunked = self.replayable = self.upgrade = self.expect_continue = False
+        self.head = head  # request line + headers for the upstream
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.action = action  # the router's CompiledAction: timeouts, retry plan
+        self.responses = responses  # response filters (the rule's, then its backend's)
+        self.conn = None
         self.attempts = self.retries = 0
         self.body = None  # framed body chunks not yet sent (made when needed)
         self.body_bytes = 0
-        self.kept = None  # the framed body so far, for a retry ([] once retry is set)
         self.kept_bytes = 0
         self.mirrors = ()  # Mirror copies of this request (RequestMirror)
+        if local is None:
+            self.chunked = req.chunked  # re-frame the request body as chunked upstream
+            self.replayable = not req.has_body  # safe to send again on a fresh connection
+            self.upgrade = req.upgrade  # a WebSocket handshake: a 101 opens a tunnel
+            self.expect_continue = req.expect_continue
+            self.retry = retry = action.retry
+            self.kept = [] if retry is not None else None  # the framed body so far, for a retry
+        else:
+            self.chunked = self.replayable = self.upgrade = self.expect_continue = False
+            self.retry = self.kept = None
 
     # --- the one place the state changes ----------------------------------------
 
@@ -349,9 +360,7 @@ class Exchange:
 
     def _clear_deadlines(self) -> None:
         if self.local is None:
-            deadline = self.proto.deadline
-            for kind in (ROUTE, ATTEMPT, RESPONSE, RETRY):
-                deadline.clear(kind)
+            self.proto.deadline.clear_exchange()
 
     def upstream_paused(self, paused: bool) -> None:
         if paused:
@@ -509,20 +518,8 @@ def answered(proto, data: bytes, keep_alive: bool, http10: bool = False, head_on
 
 def proxied(proto, req, head: bytes, cluster, endpoint, action, responses_: tuple) -> Exchange:
     """An exchange that sends ``req`` (framed as ``head``) to ``endpoint`` of ``cluster``."""
-    ex = Exchange(proto, req, req.keep_alive, req.http10, req.head_only, None)
-    ex.head = head
-    ex.cluster = cluster
-    ex.endpoint = endpoint
-    ex.action = action
-    ex.responses = responses_
-    ex.chunked = req.chunked  # re-frame the request body as chunked upstream
-    ex.replayable = req.replayable
-    ex.upgrade = req.upgrade  # a WebSocket handshake: a 101 opens a tunnel
-    ex.expect_continue = req.expect_continue
-    retry = action.retry
-    if retry is not None:
-        ex.retry = retry
-        ex.kept = []
+    ex = Exchange(proto, req, req.keep_alive, req.http10, req.head_only, None, head, cluster, endpoint,
+                  action, responses_)
     if req.mirrors:  # chosen by RequestMirror filters; they get the final head
         worker = proto.worker
         ex.mirrors = tuple(Mirror(worker, cluster, head, req.head_only) for cluster in req.mirrors)

@@ -30,10 +30,10 @@ import logging
 import httptools
 
 from dataplane import flow, responses
-from dataplane.deadline import BODY, HEAD, IDLE, INF
+from dataplane.deadline import CLIENT, INF
 from dataplane.dispatch import Dispatcher, local
-from dataplane.downstream import Downstream
-from dataplane.exchange import answered
+from dataplane.downstream import BODY, HEAD, IDLE, NOTHING, Downstream
+from dataplane.exchange import QUEUED, answered
 from dataplane.flow import FlowControl
 from dataplane.request import HeadReader, Refused
 
@@ -82,7 +82,7 @@ class HttpProtocol(Downstream):
             self._overloaded = True
         self.request_started = self.loop.time()
         # The first request's head is due within header_timeout of the connection's start.
-        self.deadline.set(HEAD, self.request_started + self.settings.header_timeout)
+        self.wait_for(HEAD, until=self.request_started + self.settings.header_timeout)
 
     def connection_lost(self, exc) -> None:
         self.worker.connections.discard(self)
@@ -137,7 +137,7 @@ class HttpProtocol(Downstream):
             if self._in_head and self._head_seen > self.settings.max_header_bytes:
                 self._reject(431, "request head too large")  # still no end of it, and too much
         active = self.active
-        if active is not None and not active.started:
+        if active is not None and active.state is QUEUED:
             active.start()
 
     def _start_head(self) -> None:
@@ -149,16 +149,14 @@ class HttpProtocol(Downstream):
             self._first = False
         else:
             self.request_started = now = self.loop.time()
-            self.deadline.set(HEAD, now + self.settings.header_timeout)
-        self.deadline.clear(IDLE)
+            self.wait_for(HEAD, until=now + self.settings.header_timeout)
 
     def _reject(self, status: int, why: str, answer: bytes | None = None) -> None:
         """Refuse the request being received: answer ``status`` in order, then
         close. Never parse past it."""
         self._refused = True
         self._in_head = False
-        self.deadline.clear(HEAD)
-        self.deadline.clear(BODY)
+        self.wait_for(NOTHING)
         self.flow.block(flow.PIPELINE)
         log.info("request refused", extra={"fields": {
             "client": self.reader.client.decode(), "status": status, "error": why}})
@@ -209,8 +207,9 @@ class HttpProtocol(Downstream):
                 settings = self.settings
                 limit = settings.request_timeout
                 self._request_deadline = self.request_started + limit if limit else INF
-                self.deadline.set(BODY, min(self.loop.time() + settings.body_timeout, self._request_deadline))
-            self.deadline.clear(HEAD)  # the upstream side keeps its own deadlines
+                self.wait_for(BODY, until=min(self.loop.time() + settings.body_timeout, self._request_deadline))
+            else:
+                self.wait_for(NOTHING)  # the exchange keeps its own deadlines
             if req.answer is not None:
                 return self.enqueue(answered(self, req.answer, req.keep_local, req.http10, req.head_only, req))
             if self._overloaded:
@@ -227,13 +226,14 @@ class HttpProtocol(Downstream):
             self._reject(413, "request body over the limit")
             raise _Stop
         # Each chunk pushes the idle deadline on, never past the request's own.
-        self.deadline.set(BODY, min(self.loop.time() + settings.body_timeout, self._request_deadline))
+        self.wait_for(BODY, until=min(self.loop.time() + settings.body_timeout, self._request_deadline))
         ex = self.current
         if ex is not None:
             ex.body_chunk(body)
 
     def on_message_complete(self) -> None:
-        self.deadline.clear(BODY)  # before request_finished: it may make the connection idle
+        if self._waiting == BODY:  # before request_finished: it may make the connection idle
+            self.wait_for(NOTHING)
         self._between = True
         ex = self.current
         if ex is not None and not ex.req_done:
@@ -244,14 +244,15 @@ class HttpProtocol(Downstream):
         """The connection's Deadline: one of its kinds is due."""
         if self._closed:
             return
-        if kind == HEAD:
+        if kind != CLIENT:  # the exchange's own: route, attempt, response, retry
+            return super().deadline_passed(kind)
+        waiting, self._waiting = self._waiting, NOTHING
+        if waiting == HEAD:
             if self._in_head:
                 self._reject(408, "request head timed out")
             else:
                 self.close_if_idle()  # a new connection that never sent a byte: nothing to answer
-        elif kind == BODY:
+        elif waiting == BODY:
             self._reject(408, "request body timed out")
-        elif kind == IDLE:
+        elif waiting == IDLE:
             self.close_if_idle()
-        else:  # the exchange's own: route, attempt, response, retry
-            super().deadline_passed(kind)

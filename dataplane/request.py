@@ -74,7 +74,7 @@ class Request:
     __slots__ = (
         "method", "target", "path", "query", "host", "headers", "forward", "length", "chunked",
         "http10", "keep_alive", "keep_local", "head_only", "expect_continue", "upgrade", "xff",
-        "client", "scheme", "port", "prefix", "host_out", "mirrors", "answer",
+        "has_body", "client", "scheme", "port", "prefix", "host_out", "mirrors", "answer",
     )
 
     def __init__(self, method: bytes, target: bytes, path: bytes, query: bytes, host: bytes,
@@ -94,14 +94,6 @@ class Request:
         self.mirrors = ()  # ClusterStates a RequestMirror filter sends a copy to
         self.answer = None  # a complete response the gateway gives instead of proxying
 
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or (self.length is not None and self.length != b"0")
-
-    @property
-    def replayable(self) -> bool:
-        """No body: safe to send again on a fresh connection."""
-        return not self.chunked and (self.length is None or self.length == b"0")
 
 
 class HeadReader:
@@ -236,6 +228,7 @@ class HeadReader:
         req.upgrade = upgrade is not None and not http10 and upgrade.lower() == b"websocket" \
             and parser.should_upgrade()
         req.xff = xff
+        req.has_body = has_body  # False: safe to send again on a fresh connection
         req.answer = answer
         return req
 

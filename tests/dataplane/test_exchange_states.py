@@ -14,7 +14,7 @@ ALL = list(State)
 
 
 def _fresh(state: State) -> Exchange:
-    ex = Exchange(proto=None, req=None, keep_alive=True, http10=False, head_only=False, local=None)
+    ex = Exchange(None, None, True, False, False, b"")  # a local answer: no request to read
     ex.state = state
     return ex
 
