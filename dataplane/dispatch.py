@@ -25,11 +25,14 @@ from dataplane.exchange import Exchange, answered, proxied
 class Dispatcher:
     """One client connection's dispatching, with its cache of the last Host."""
 
-    __slots__ = ("worker", "reader", "_generation", "_host", "_vhost")
+    __slots__ = ("worker", "reader", "plain", "_generation", "_host", "_vhost")
 
     def __init__(self, worker, reader) -> None:
         self.worker = worker
         self.reader = reader  # the connection's HeadReader
+        # The last exchange was proxied by a route with no filters: the
+        # Request was only read, so the same Request may serve a repeat.
+        self.plain = False
         self._generation, self._host, self._vhost = -1, None, None
 
     def forget(self) -> None:
@@ -38,6 +41,7 @@ class Dispatcher:
     def exchange(self, proto, req) -> Exchange:
         """The exchange for ``req`` on ``proto``'s listener. Raises request.Refused
         for a Host that is not valid."""
+        self.plain = False
         router = self.worker.router
         if req.host == self._host and router is not None and router.generation == self._generation:
             vh = self._vhost
@@ -73,6 +77,7 @@ class Dispatcher:
         if endpoint is None:
             return local(proto, req, 503, req.keep_local)
         head = self.reader.upstream_head(req, cluster.host_rewrite)
+        self.plain = chain is None and action.backend_chains is None
         return proxied(proto, req, head, cluster, endpoint, action, filters)
 
 

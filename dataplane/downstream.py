@@ -2,9 +2,9 @@
 
 An Exchange (exchange.py) writes its response, pauses reading, sets its
 deadlines and reports that it is finished through this interface, and
-nothing else of the connection: ``worker``, ``loop``, ``flow``, ``deadline``,
-``write``, ``abort``, ``closing_after_response``, ``exchange_done``,
-``tunnel_open``, ``tunnel_closed``. The HTTP/1.1 protocol (protocol.py) is
+nothing else of the connection: ``worker``, ``loop``, ``pool``, ``limits``,
+``flow``, ``deadline``, ``write``, ``abort``, ``closing_after_response``,
+``exchange_done``, ``tunnel_open``, ``tunnel_closed``. The HTTP/1.1 protocol (protocol.py) is
 one such downstream; an HTTP/2 stream will be another.
 
 Rules (HTTP/1.1, where exchanges are pipelined):
@@ -24,6 +24,7 @@ from collections import deque
 
 from dataplane import flow
 from dataplane.deadline import CLIENT, Deadline
+from dataplane.limits import Limits
 
 # What the connection waits for from its client (the Deadline's CLIENT kind).
 NOTHING, HEAD, BODY, IDLE = range(4)
@@ -36,6 +37,8 @@ class Downstream:
         self.loop = worker.loop
         self.outbox = worker.outbox
         self.settings = worker.settings
+        self.limits = Limits(worker.settings)  # what is read per request, as plain numbers
+        self.pool = worker.pool  # upstream keep-alive connections
         # connection
         self.transport = None
         self.flow = None  # FlowControl, with the transport
@@ -76,18 +79,18 @@ class Downstream:
             return
         if self.queue:
             self.active = nxt = self.queue.popleft()
-            if len(self.queue) < self.settings.max_pipeline and not self._refused:
+            if len(self.queue) < self.limits.max_pipeline and not self._refused:
                 self.flow.unblock(flow.PIPELINE)
             nxt.start()
         else:
             self.active = None
             if not self._in_head:  # else the next request's head deadline stands
-                self.wait_for(IDLE, self.settings.keepalive_timeout)
+                self.wait_for(IDLE, self.loop.time() + self.limits.keepalive_timeout)
 
     def tunnel_open(self, conn) -> None:
         """The upstream answered 101: from now on bytes go both ways untouched."""
         self.tunnel = conn
-        self.wait_for(NOTHING)
+        self.wait_for(NOTHING, 0.0)
         if self._early:
             conn.write(self._early)
             self._early = b""
@@ -101,14 +104,14 @@ class Downstream:
 
     # --- the connection's own ------------------------------------------------------
 
-    def wait_for(self, what: int, seconds: float = 0.0, until: float = 0.0) -> None:
-        """The client's next deadline: ``what`` (HEAD, BODY, IDLE) due in
-        ``seconds``, or at ``until``; NOTHING clears it."""
+    def wait_for(self, what: int, when: float) -> None:
+        """The client's next deadline: ``what`` (HEAD, BODY, IDLE) due at
+        ``when`` (the loop's clock); NOTHING clears it."""
         self._waiting = what
         if what == NOTHING:
             self.deadline.clear(CLIENT)
         else:
-            self.deadline.set(CLIENT, until or self.loop.time() + seconds)
+            self.deadline.set(CLIENT, when)
 
     def enqueue(self, ex) -> None:
         """A new request's exchange: active at once, or behind the others."""
@@ -117,7 +120,7 @@ class Downstream:
             self.active = ex
         else:
             self.queue.append(ex)
-            if len(self.queue) >= self.settings.max_pipeline:
+            if len(self.queue) >= self.limits.max_pipeline:
                 self.flow.block(flow.PIPELINE)
 
     def abandon_all(self) -> None:

@@ -103,8 +103,10 @@ class State(enum.IntEnum):
     ABANDONED = 7
 
 
-QUEUED, CONNECTING, SENT, BACKOFF, RESPONDING, TUNNEL, DONE, ABANDONED = State
-TRANSITIONS: dict[State, frozenset[State]] = {
+# Plain ints where the exchange keeps and compares its state (``==``, never
+# ``is``): compiled (Cython) an Exchange stores it as a C int.
+QUEUED, CONNECTING, SENT, BACKOFF, RESPONDING, TUNNEL, DONE, ABANDONED = (int(s) for s in State)
+TRANSITIONS: dict[int, frozenset[int]] = {
     QUEUED: frozenset({CONNECTING, SENT, DONE, ABANDONED}),
     CONNECTING: frozenset({CONNECTING, SENT, BACKOFF, DONE, ABANDONED}),
     SENT: frozenset({RESPONDING, CONNECTING, SENT, BACKOFF, DONE, ABANDONED}),
@@ -115,7 +117,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     ABANDONED: frozenset(),
 }
 # The table as bit masks indexed by state: one shift and one test per move.
-_ALLOWED = tuple(sum(1 << s for s in TRANSITIONS[state]) for state in State)
+_ALLOWED = tuple(sum(1 << s for s in TRANSITIONS[state]) for state in range(len(State)))
 _OVER = 1 << DONE | 1 << ABANDONED  # no more response
 _STARTED = 1 << RESPONDING | 1 << TUNNEL | 1 << DONE  # bytes of a response went downstream
 _RETRYABLE = 1 << CONNECTING | 1 << SENT | 1 << BACKOFF  # nothing relayed yet
@@ -167,14 +169,14 @@ class Exchange:
 
     # --- the one place the state changes ----------------------------------------
 
-    def _move(self, new: State) -> None:
+    def _move(self, new: int) -> None:
         if not _ALLOWED[self.state] >> new & 1:
             raise ExchangeStateError(f"exchange cannot go from {State(self.state).name} to {State(new).name}")
         self.state = new
 
     @property
     def started(self) -> bool:
-        return self.state is not QUEUED
+        return self.state != QUEUED
 
     @property
     def response_started(self) -> bool:
@@ -199,7 +201,7 @@ class Exchange:
             proto.deadline.after(ROUTE, self.action.timeout)
         if self.expect_continue and not self.req_done:
             proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        conn = proto.worker.pool.acquire(self.endpoint)
+        conn = proto.pool.acquire(self.endpoint)
         if conn is not None:
             self._attach(conn)
         else:
@@ -220,7 +222,7 @@ class Exchange:
                 worker.settings.upstream_connect_timeout,
             )
         except (OSError, asyncio.TimeoutError) as exc:
-            if self.state is not CONNECTING:
+            if self.state != CONNECTING:
                 return  # given up meanwhile (a timeout, the client gone)
             self.attempts += 1
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else exc.strerror or str(exc)
@@ -239,7 +241,7 @@ class Exchange:
             self._fail(502)
             return
         worker.pool.opened += 1
-        if self.state is not CONNECTING:
+        if self.state != CONNECTING:
             worker.pool.release(conn)
             return
         self._attach(conn)
@@ -264,7 +266,7 @@ class Exchange:
             self._response_due()
 
     def _response_due(self) -> None:
-        limit = self.proto.worker.settings.upstream_response_timeout
+        limit = self.proto.limits.upstream_response_timeout
         if limit:
             self.proto.deadline.after(RESPONSE, limit)
 
@@ -297,7 +299,7 @@ class Exchange:
     def request_finished(self) -> None:
         self.req_done = True
         over = _OVER >> self.state & 1
-        if self.state is SENT:
+        if self.state == SENT:
             self._response_due()  # the upstream has the whole request now
         if self.chunked and (self.mirrors or not over):
             self.body_chunk(b"")  # frames as "0\r\n\r\n": the last chunk
@@ -310,7 +312,7 @@ class Exchange:
 
     def relay(self, data: bytes) -> None:
         """Response bytes for the client (dropped once it is gone)."""
-        if self.state is not ABANDONED:
+        if self.state != ABANDONED:
             self.proto.write(data)
 
     def response_head(self, block: bytes) -> bytes:
@@ -342,10 +344,10 @@ class Exchange:
     def response_done(self, conn, reusable: bool) -> None:
         self.conn = None
         if reusable and self.req_done and not self.upgrade:
-            self.proto.worker.pool.release(conn)
+            self.proto.pool.release(conn)
         else:
             conn.close()
-        if self.state is ABANDONED:
+        if self.state == ABANDONED:
             return
         self._move(DONE)
         self._response_finished()
@@ -376,7 +378,7 @@ class Exchange:
         conn.close()
         if _OVER >> self.state & 1:
             return
-        if self.state is RESPONDING:
+        if self.state == RESPONDING:
             log.warning("upstream failed mid-response", extra={"fields": {
                 "cluster": self.cluster.name, "error": reason}})
             self._cut()
@@ -438,7 +440,7 @@ class Exchange:
             self._fail(503)
             return
         self.endpoint = nxt
-        conn = self.proto.worker.pool.acquire(nxt)
+        conn = self.proto.pool.acquire(nxt)
         if conn is not None:
             self._attach(conn)
         else:
@@ -450,7 +452,7 @@ class Exchange:
         if _OVER >> self.state & 1:
             return
         if kind == RETRY:
-            if self.state is BACKOFF:
+            if self.state == BACKOFF:
                 self._retry_now()
         elif kind == ROUTE:
             self._timed_out()
@@ -468,7 +470,7 @@ class Exchange:
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.abort()
-        if self.state is RESPONDING or self.state is TUNNEL:
+        if self.state == RESPONDING or self.state == TUNNEL:
             self._cut()
         else:
             self._fail(504)
@@ -482,9 +484,9 @@ class Exchange:
 
     def abandon(self) -> None:
         """The downstream connection is gone: release everything at once."""
-        if self.state is ABANDONED:
+        if self.state == ABANDONED:
             return
-        tunnel = self.state is TUNNEL
+        tunnel = self.state == TUNNEL
         self._move(ABANDONED)
         self._clear_deadlines()
         conn, self.conn = self.conn, None
@@ -504,7 +506,7 @@ class Exchange:
 
     def tunnel_closed(self) -> None:
         self.conn = None
-        if self.state is ABANDONED:
+        if self.state == ABANDONED:
             return
         self._move(DONE)
         self.proto.tunnel_closed()

@@ -62,6 +62,10 @@ class HttpProtocol(Downstream):
         self._body_seen = 0  # bytes of the current request body
         self.request_started = 0.0
         self._request_deadline = INF  # the whole request must have arrived by then
+        self._completed = 0  # requests read to their end
+        # The last read that was exactly one whole request without a body, its
+        # Request and the table generation it was routed in (see _repeat).
+        self._seen, self._seen_req, self._seen_gen, self._candidate = None, None, -1, None
         # request
         self.url = b""
         self.headers = []
@@ -72,17 +76,17 @@ class HttpProtocol(Downstream):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
-        self.reader = HeadReader(self.settings, peer[0].encode() if peer else b"", self.scheme,
+        self.reader = HeadReader(self.limits, peer[0].encode() if peer else b"", self.scheme,
                                  local[1] if local else 0)
         self.dispatcher = Dispatcher(self.worker, self.reader)
         self.flow = FlowControl(transport)
         worker = self.worker
         worker.connections.add(self)
-        if len(worker.connections) > self.settings.max_connections_per_worker:
+        if len(worker.connections) > self.limits.max_connections_per_worker:
             self._overloaded = True
         self.request_started = self.loop.time()
         # The first request's head is due within header_timeout of the connection's start.
-        self.wait_for(HEAD, until=self.request_started + self.settings.header_timeout)
+        self.wait_for(HEAD, self.request_started + self.limits.header_timeout)
 
     def connection_lost(self, exc) -> None:
         self.worker.connections.discard(self)
@@ -105,8 +109,13 @@ class HttpProtocol(Downstream):
             if self.tunnel is not None:
                 self.tunnel.write(data)
             return
+        if data == self._seen and self.active is None and self._repeat():
+            return
         self._chunk_len = n = len(data)
-        if self._between:
+        whole = self._between  # this read starts at a request's first byte
+        completed = self._completed
+        self._candidate = None
+        if whole:
             self._start_head()  # counts this chunk
         elif self._in_head:
             self._head_seen += n
@@ -134,10 +143,12 @@ class HttpProtocol(Downstream):
                 else:
                     self._reject(400, str(exc))
         else:
-            if self._in_head and self._head_seen > self.settings.max_header_bytes:
+            if self._in_head and self._head_seen > self.limits.max_header_bytes:
                 self._reject(431, "request head too large")  # still no end of it, and too much
+            elif whole and self._candidate is not None and self._completed == completed + 1 and self._between:
+                self._seen, self._seen_req, self._seen_gen = data, self._candidate, self.worker.router.generation
         active = self.active
-        if active is not None and active.state is QUEUED:
+        if active is not None and active.state == QUEUED:
             active.start()
 
     def _start_head(self) -> None:
@@ -149,14 +160,14 @@ class HttpProtocol(Downstream):
             self._first = False
         else:
             self.request_started = now = self.loop.time()
-            self.wait_for(HEAD, until=now + self.settings.header_timeout)
+            self.wait_for(HEAD, now + self.limits.header_timeout)
 
     def _reject(self, status: int, why: str, answer: bytes | None = None) -> None:
         """Refuse the request being received: answer ``status`` in order, then
         close. Never parse past it."""
         self._refused = True
         self._in_head = False
-        self.wait_for(NOTHING)
+        self.wait_for(NOTHING, 0.0)
         self.flow.block(flow.PIPELINE)
         log.info("request refused", extra={"fields": {
             "client": self.reader.client.decode(), "status": status, "error": why}})
@@ -187,7 +198,7 @@ class HttpProtocol(Downstream):
         if self._between:
             self._start_head()  # a pipelined request, in the same bytes as the one before
         self.url += url
-        if len(self.url) > self.settings.max_request_line_bytes:
+        if len(self.url) > self.limits.max_request_line_bytes:
             self._reject(414, "request line too long")
             raise _Stop
 
@@ -204,36 +215,61 @@ class HttpProtocol(Downstream):
             req = self.reader.read(self.parser, url, headers, self._head_seen, worker.draining or self._refused)
             if req.has_body:
                 self._body_seen = 0
-                settings = self.settings
-                limit = settings.request_timeout
+                limit = self.limits.request_timeout
                 self._request_deadline = self.request_started + limit if limit else INF
-                self.wait_for(BODY, until=min(self.loop.time() + settings.body_timeout, self._request_deadline))
+                self.wait_for(BODY, min(self.loop.time() + self.limits.body_timeout, self._request_deadline))
             else:
-                self.wait_for(NOTHING)  # the exchange keeps its own deadlines
+                self.wait_for(NOTHING, 0.0)  # the exchange keeps its own deadlines
             if req.answer is not None:
                 return self.enqueue(answered(self, req.answer, req.keep_local, req.http10, req.head_only, req))
             if self._overloaded:
                 return self.enqueue(local(self, req, 503, False))
-            self.enqueue(self.dispatcher.exchange(self, req))
+            ex = self.dispatcher.exchange(self, req)
+            self.enqueue(ex)
+            if self.dispatcher.plain and not (req.has_body or req.upgrade or req.answer is not None or self._refused):
+                self._candidate = req  # may serve a repeat of these bytes (data_received)
         except Refused as exc:
             self._reject(exc.status, exc.reason)
             raise _Stop from None
 
     def on_body(self, body: bytes) -> None:
-        settings = self.settings
         self._body_seen += len(body)
-        if settings.max_body_bytes and self._body_seen > settings.max_body_bytes:
+        if self.limits.max_body_bytes and self._body_seen > self.limits.max_body_bytes:
             self._reject(413, "request body over the limit")
             raise _Stop
         # Each chunk pushes the idle deadline on, never past the request's own.
-        self.wait_for(BODY, until=min(self.loop.time() + settings.body_timeout, self._request_deadline))
+        self.wait_for(BODY, min(self.loop.time() + self.limits.body_timeout, self._request_deadline))
         ex = self.current
         if ex is not None:
             ex.body_chunk(body)
 
+    def _repeat(self) -> bool:
+        """Serve a read that is byte for byte the last one-request read: the
+        parser, between requests as then, would yield the same head, and the
+        head reader the same Request (it depends on nothing else of the
+        connection's), so that Request is dispatched again unparsed. Only for a
+        request the route did not filter (the Request is shared), in the same
+        table generation; False: parse it as usual."""
+        worker = self.worker
+        router = worker.router
+        if router is None or router.generation != self._seen_gen or worker.draining or self._overloaded:
+            self._seen = None
+            return False
+        worker.requests += 1
+        self._completed += 1
+        self.wait_for(NOTHING, 0.0)
+        ex = self.dispatcher.exchange(self, self._seen_req)
+        if not self.dispatcher.plain:
+            self._seen = None  # the route changed: its filters may edit the Request
+        self.enqueue(ex)
+        ex.request_finished()
+        ex.start()
+        return True
+
     def on_message_complete(self) -> None:
+        self._completed += 1
         if self._waiting == BODY:  # before request_finished: it may make the connection idle
-            self.wait_for(NOTHING)
+            self.wait_for(NOTHING, 0.0)
         self._between = True
         ex = self.current
         if ex is not None and not ex.req_done:

@@ -99,10 +99,10 @@ class Request:
 class HeadReader:
     """One client connection's request heads (see the module docstring)."""
 
-    __slots__ = ("settings", "client", "scheme", "port", "_normal_last", "_host_ok", "_fwd_host", "_fwd")
+    __slots__ = ("limits", "client", "scheme", "port", "_normal_last", "_host_ok", "_fwd_host", "_fwd")
 
-    def __init__(self, settings, client: bytes, scheme: bytes, port: int) -> None:
-        self.settings = settings
+    def __init__(self, limits, client: bytes, scheme: bytes, port: int) -> None:
+        self.limits = limits  # dataplane/limits.py
         self.client = client
         self.scheme = scheme
         self.port = port  # a redirect without a port keeps the listener's
@@ -114,12 +114,11 @@ class HeadReader:
         """The Request for the head the parser just completed (``url`` and
         ``headers`` as collected); ``closing``: the connection will not be
         kept whatever the client asks. Raises ``Refused``."""
-        settings = self.settings
         method = parser.get_method()
         version = parser.get_http_version()
         # One test for the usual request; the unusual ones are looked at closely.
-        if version != "1.1" or head_seen > settings.max_header_bytes \
-                or len(headers) > settings.max_header_count or method == b"CONNECT":
+        if version != "1.1" or head_seen > self.limits.max_header_bytes \
+                or len(headers) > self.limits.max_header_count or method == b"CONNECT":
             self._unusual(version, method, url, headers, head_seen)
         http10 = version == "1.0"
         keep_alive = parser.should_keep_alive() and not closing
@@ -156,7 +155,7 @@ class HeadReader:
             elif code == UPGRADE:
                 upgrade = value
             elif code == UNDERSCORE:
-                policy = settings.underscore_headers
+                policy = self.limits.underscore_headers
                 if policy == "allow":
                     forward.append(b"%s: %s\r\n" % (name, value))
                 elif policy == "reject":
@@ -168,8 +167,8 @@ class HeadReader:
         if chunked and http10:
             raise Refused(400, "Transfer-Encoding in an HTTP/1.0 request")  # RFC 9112 6.1
         has_body = chunked or (length is not None and length != b"0")
-        if has_body and length is not None and settings.max_body_bytes \
-                and int(length) > settings.max_body_bytes:
+        if has_body and length is not None and self.limits.max_body_bytes \
+                and int(length) > self.limits.max_body_bytes:
             raise Refused(413, "Content-Length over the body limit")
         # What the gateway answers itself keeps the connection only if the
         # body that may follow will be read: a client that sent
@@ -208,7 +207,7 @@ class HeadReader:
                 self._normal_last = path
             elif path != b"*":
                 try:
-                    norm, redirect = normalize_path(path, settings.escaped_slashes, settings.merge_slashes)
+                    norm, redirect = normalize_path(path, self.limits.escaped_slashes, self.limits.merge_slashes)
                 except PathError as exc:
                     raise Refused(400, f"request path: {exc}") from None
                 path = norm
@@ -234,12 +233,11 @@ class HeadReader:
 
     def _unusual(self, version: str, method: bytes, url: bytes, headers: list, head_seen: int) -> None:
         """The checks most requests skip."""
-        settings = self.settings
-        max_head = settings.max_header_bytes
+        max_head = self.limits.max_header_bytes
         if head_seen > max_head and len(url) + sum(len(n) + len(v) + 4 for n, v in headers) > max_head:
             raise Refused(431, "request head too large")
-        if len(headers) > settings.max_header_count:
-            raise Refused(431, f"more than {settings.max_header_count} request headers")
+        if len(headers) > self.limits.max_header_count:
+            raise Refused(431, f"more than {self.limits.max_header_count} request headers")
         if version != "1.1" and version != "1.0":
             raise Refused(400 if version == "0.9" else 505, f"HTTP/{version} request")
         if method == b"CONNECT":

@@ -24,6 +24,14 @@ characters), and once it has, the head is cut from the bytes received since
 the response began and edited as a block: one regex finds the hop-by-hop and
 framing lines, which are sliced out. That keeps the cost of a response head
 flat in the number of headers.
+
+A repeated response (``_repeated``): upstreams answer the same resource with
+the same head, byte for byte, until their Date header turns over. The last
+head that arrived whole with its whole Content-Length body in one read, and
+passed the parser, is kept; a read that is exactly that head and a body of
+that length is relayed without parsing it again. Identical bytes in the
+same parser state parse identically, so this changes the cost, never the
+outcome (tests/dataplane/test_repeats.py replays traffic both ways).
 """
 
 from __future__ import annotations
@@ -88,6 +96,15 @@ class UpstreamConnection:
         self._out: list[bytes] = []
         self._pending_ex = None  # the exchange whose response completed in this data_received
         self._pending_reuse = False
+        # The last response that came whole in one read (head + Content-Length
+        # body) as the parser validated it; see ``_repeated``.
+        self._seen_head = None  # its head bytes, through the blank line
+        self._seen_total = 0  # head and body bytes
+        self._seen_line = self._seen_block = b""  # status line, header block (hop-by-hop cut)
+        self._seen_status = 0
+        self._seen_reuse = False
+        self._candidate = None  # (head, line, block, status) of the response being parsed
+        self._body_len = 0
         # response (reset in attach)
         self.exchange = None
         self._head: bytes | None = b""  # bytes since the response began; None once the head is out
@@ -142,6 +159,12 @@ class UpstreamConnection:
             self.close()
             self.pool.discard(self)
             return
+        fresh = self._head == b""  # this read starts a response
+        if fresh and self._seen_head is not None and len(data) == self._seen_total \
+                and data.startswith(self._seen_head) and self._repeated(data):
+            return
+        self._candidate = None
+        self._body_len = 0
         if self._head is not None:
             self._head = data if not self._head else self._head + data
             if len(self._head) > MAX_RESPONSE_HEAD and self._head.find(b"\r\n\r\n", 0, MAX_RESPONSE_HEAD) < 0:
@@ -158,14 +181,38 @@ class UpstreamConnection:
         out = self._out
         if out:
             ex = self.exchange or self._pending_ex
-            data = out[0] if len(out) == 1 else b"".join(out)
+            relayed = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             if ex is not None:
-                ex.relay(data)
+                ex.relay(relayed)
         ex = self._pending_ex
         if ex is not None:
             self._pending_ex = None
+            cand = self._candidate
+            if fresh and cand is not None and len(cand[0]) + self._body_len == len(data):
+                # The whole response was this read, and the parser passed it.
+                self._seen_head, self._seen_line, self._seen_block, self._seen_status = cand
+                self._seen_total = len(data)
+                self._seen_reuse = self._pending_reuse
             ex.response_done(self, self._pending_reuse)
+
+    def _repeated(self, data: bytes) -> bool:
+        """Relay a response whose head is byte for byte the last one that came
+        whole in one read, without parsing it again: the parser, in the same
+        state (between responses), would find the same head, the same
+        Content-Length and the same end. Only for an exchange with nothing to
+        add to a head (no response filters, not HEAD, no retry on this status);
+        False: parse it as usual."""
+        ex = self.exchange
+        retry = ex.retry
+        if ex.responses or ex.head_only or ex.upgrade or (retry is not None and self._seen_status in retry.codes):
+            return False
+        self._head = None
+        block = ex.response_head(self._seen_block)
+        ex.relay(self._seen_line + block + ex.connection_header() + data[len(self._seen_head):])
+        self.exchange = None
+        ex.response_done(self, self._seen_reuse)
+        return True
 
     def _upgraded(self, rest: bytes) -> None:
         """The parser stopped after a 101: open the tunnel, or refuse a 101
@@ -245,6 +292,8 @@ class UpstreamConnection:
             length = self.parser.should_keep_alive() or _CONTENT_LENGTH.search(block) is not None
         else:
             block, length, te = self._edit_head(block)
+        if length and not (te or ex.head_only or status in _NO_BODY_STATUS):
+            self._candidate = (buf[:end], line, block, status)  # Content-Length framed: _repeated may serve it
         block = ex.response_head(block)  # the route's response filters run there
         framing = b""
         if not (ex.head_only or status in _NO_BODY_STATUS):
@@ -298,6 +347,7 @@ class UpstreamConnection:
     def on_body(self, body: bytes) -> None:
         if self.exchange is None:
             return
+        self._body_len += len(body)
         if self._chunked:
             self._out.append(b"%x\r\n%s\r\n" % (len(body), body))
         else:

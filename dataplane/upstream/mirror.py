@@ -33,6 +33,7 @@ class Mirror:
     # What UpstreamConnection reads of an exchange, fixed for a mirror.
     http10 = False
     retry = None  # a mirror is never retried
+    responses = ()  # no response filters
     upgrade = False
     expect_continue = False
 

@@ -36,11 +36,11 @@ def test_exchange_states_illegal_transition_raises_and_legal_one_moves(old, new)
     ex = _fresh(old)
     if new in TRANSITIONS[old]:
         ex._move(new)
-        assert ex.state is new
+        assert ex.state == new
     else:
         with pytest.raises(ExchangeStateError, match=f"from {old.name} to {new.name}"):
             ex._move(new)
-        assert ex.state is old
+        assert ex.state == old
 
 
 def test_exchange_states_abandoned_is_final_and_done_only_abandons():

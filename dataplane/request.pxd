@@ -1,0 +1,16 @@
+# Compiled layout of request.py (Cython augmenting declarations).
+from dataplane.limits cimport Limits
+
+cdef class Request:
+    cdef public object method, target, path, query, host, headers, forward, length, xff
+    cdef public object client, scheme, prefix, host_out, mirrors, answer
+    cdef public bint chunked, http10, keep_alive, keep_local, head_only, expect_continue, upgrade, has_body
+    cdef public int port
+
+cdef class HeadReader:
+    cdef public Limits limits
+    cdef public object client, scheme, _normal_last, _host_ok, _fwd_host, _fwd
+    cdef public int port
+    cpdef Request read(self, parser, url, headers, Py_ssize_t head_seen, bint closing)
+    cpdef host_key(self, Request req)
+    cpdef bytes upstream_head(self, Request req, host_rewrite)

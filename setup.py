@@ -1,0 +1,50 @@
+"""Build the data path's compiled modules (Cython), when Cython and a C compiler are there.
+
+Every module listed in ``NATIVE`` is plain Python (its ``.py`` is the source
+and the fallback) with a ``.pxd`` beside it that declares its classes'
+layout for Cython. Built, each compiles to an extension module of the same
+name, which Python imports in preference to the ``.py``; not built (no
+compiler, or ``FLUXGATE_BUILD_NATIVE=0``), the ``.py`` is used. A worker can
+be told to use the ``.py`` modules anyway: ``FLUXGATE_NATIVE=false``
+(dataplane/__init__.py). tests/dataplane/test_native.py checks both.
+"""
+
+from __future__ import annotations
+
+import os
+
+from setuptools import setup
+
+NATIVE = [
+    "dataplane/limits.py",
+    "dataplane/deadline.py",
+    "dataplane/flow.py",
+    "dataplane/outbox.py",
+    "dataplane/downstream.py",
+    "dataplane/request.py",
+    "dataplane/dispatch.py",
+    "dataplane/exchange.py",
+    "dataplane/protocol.py",
+    "dataplane/upstream/connection.py",
+    "dataplane/upstream/pool.py",
+]
+
+
+def extensions():
+    if os.environ.get("FLUXGATE_BUILD_NATIVE", "1") == "0":
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:  # no Cython in the build environment: pure Python
+        return []
+    modules = cythonize(
+        NATIVE, language_level=3, quiet=True,
+        # Types come from the .pxd files only: annotations in the .py stay documentation.
+        compiler_directives={"annotation_typing": False, "binding": False, "embedsignature": False},
+    )
+    for ext in modules:
+        ext.optional = True  # a failed compile leaves the pure-Python module in place
+    return modules
+
+
+setup(ext_modules=extensions())
