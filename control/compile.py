@@ -25,6 +25,11 @@ done here once):
   Exact and PathPrefix values are stored in the spelling workers normalise
   request paths to (``canonical_path``); a RegularExpression is matched
   against the normalised path as written.
+* Each IR filter kind has one function that lays it out as its schema filter,
+  found by ``FILTERS`` (its row names the kind). What workers compare
+  case-insensitively (header names to remove, CORS origins and headers) is
+  lower-cased there; header templates are split into parts there. A mirror
+  whose backend could not be resolved is left out.
 * Identical ``Action``s within a vhost are stored once and shared by index.
 * ``clusters`` are exactly those referenced by some action (a backend or a
   mirror), sorted by name.
@@ -39,7 +44,7 @@ done here once):
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from shm import schema
 from shm.codec import named
@@ -190,7 +195,7 @@ def _items(route: irt.Route, interned: dict[schema.Action, schema.Action]) -> tu
             backend_timeout_ms=rule.backend_timeout_ms,
             # A mirror whose backend could not be resolved is left out (translate reported it).
             filters=tuple(_filter(f) for f in rule.filters
-                          if f.type != "RequestMirror" or f.config.get("cluster")),
+                          if not isinstance(f, irt.RequestMirror) or f.cluster),
             retry=_retry(rule.retry),
         )
         action = interned.setdefault(action, action)
@@ -227,41 +232,72 @@ def _by_key(item: _Item) -> tuple:
     return item.key
 
 
+# --- filters: one function per IR kind, the table that picks it ------------------------
+
+
+def _header_changes(f: irt.RequestHeaderModifier | irt.ResponseHeaderModifier) -> dict[str, tuple]:
+    return {
+        "set": tuple(schema.HeaderValue(h.name, h.value) for h in f.set),
+        "add": tuple(schema.HeaderValue(h.name, h.value) for h in f.add),
+        "remove": tuple(n.lower() for n in f.remove),  # workers compare lower-case names
+    }
+
+
+def _request_header_modifier(f: irt.RequestHeaderModifier) -> schema.RequestHeaderModifier:
+    return schema.RequestHeaderModifier(**_header_changes(f))
+
+
+def _response_header_modifier(f: irt.ResponseHeaderModifier) -> schema.ResponseHeaderModifier:
+    return schema.ResponseHeaderModifier(**_header_changes(f))
+
+
+def _request_redirect(f: irt.RequestRedirect) -> schema.RequestRedirect:
+    path = f.path or _NO_PATH
+    return schema.RequestRedirect(scheme=f.scheme, hostname=f.hostname, port=f.port,
+                                  path_type=path.type, path=path.value, status=f.status_code)
+
+
+def _url_rewrite(f: irt.URLRewrite) -> schema.URLRewrite:
+    path = f.path or _NO_PATH
+    return schema.URLRewrite(hostname=f.hostname, path_type=path.type, path=path.value)
+
+
+def _request_mirror(f: irt.RequestMirror) -> schema.RequestMirror:
+    return schema.RequestMirror(cluster=f.cluster, percent=f.percent)
+
+
+def _request_header_template(f: irt.RequestHeaderTemplate) -> schema.RequestHeaderTemplate:
+    return schema.RequestHeaderTemplate(set=tuple(schema.HeaderTemplate(h.name, template_parts(h.value))
+                                                  for h in f.set))
+
+
+def _cors(f: irt.CORS) -> schema.CORS:
+    return schema.CORS(
+        allow_origins=tuple(o.lower() for o in f.allow_origins),  # origins compare lower-case
+        allow_methods=f.allow_methods,
+        allow_headers=tuple(h.lower() for h in f.allow_headers),
+        expose_headers=f.expose_headers,
+        allow_credentials=f.allow_credentials,
+        max_age=f.max_age,
+    )
+
+
+# Every IR kind that reaches compile. ExtensionRef never does: translate answers
+# its rule with 500 instead (tests/control/test_ir.py checks this against both unions).
+FILTERS: dict[type, Callable[[Any], schema.Filter]] = {
+    irt.RequestHeaderModifier: _request_header_modifier,
+    irt.ResponseHeaderModifier: _response_header_modifier,
+    irt.RequestRedirect: _request_redirect,
+    irt.URLRewrite: _url_rewrite,
+    irt.RequestMirror: _request_mirror,
+    irt.RequestHeaderTemplate: _request_header_template,
+    irt.CORS: _cors,
+}
+_NO_PATH = irt.PathModifier(type="", value="")
+
+
 def _filter(f: irt.Filter) -> schema.Filter:
-    """A Gateway-API-shaped filter config (validated by translate) as schema."""
-    c = f.config
-    if f.type in ("RequestHeaderModifier", "ResponseHeaderModifier"):
-        kind = schema.RequestHeaderModifier if f.type == "RequestHeaderModifier" else schema.ResponseHeaderModifier
-        return kind(
-            set=tuple(schema.HeaderValue(h["name"], h["value"]) for h in c.get("set", ())),
-            add=tuple(schema.HeaderValue(h["name"], h["value"]) for h in c.get("add", ())),
-            remove=tuple(n.lower() for n in c.get("remove", ())),
-        )
-    path = c.get("path") or {}
-    path_type = path.get("type", "")
-    path_value = path.get("replaceFullPath", path.get("replacePrefixMatch", ""))
-    if f.type == "RequestRedirect":
-        return schema.RequestRedirect(
-            scheme=c.get("scheme", ""), hostname=c.get("hostname", ""), port=c.get("port", 0),
-            path_type=path_type, path=path_value, status=c.get("statusCode", 302),
-        )
-    if f.type == "URLRewrite":
-        return schema.URLRewrite(hostname=c.get("hostname", ""), path_type=path_type, path=path_value)
-    if f.type == "RequestMirror":
-        return schema.RequestMirror(cluster=c["cluster"], percent=c.get("percent", 100.0))
-    if f.type == "RequestHeaderTemplate":
-        return schema.RequestHeaderTemplate(
-            set=tuple(schema.HeaderTemplate(h["name"], template_parts(h["value"])) for h in c["set"]))
-    if f.type == "CORS":
-        return schema.CORS(
-            allow_origins=tuple(o.lower() for o in c.get("allowOrigins", ())),
-            allow_methods=tuple(c.get("allowMethods", ())),
-            allow_headers=tuple(h.lower() for h in c.get("allowHeaders", ())),
-            expose_headers=tuple(c.get("exposeHeaders", ())),
-            allow_credentials=bool(c.get("allowCredentials", False)),
-            max_age=c.get("maxAge", 5),
-        )
-    raise ValueError(f"compile: no schema for filter type {f.type!r}")  # translate lets none through
+    return FILTERS[type(f)](f)
 
 
 _PLACEHOLDER = re.compile(r"%\{([a-z_]+)(?::([^{}]*))?\}")

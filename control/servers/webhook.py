@@ -65,7 +65,6 @@ import ssl
 import time
 from typing import Any, Iterable
 
-from control import ir
 from control.objects.raw import KObject
 from control.objects import kinds, validation
 from control.translate import filters
@@ -80,7 +79,6 @@ MAX_BODY = 8 * 1024 * 1024  # an object may be 1.5 MiB in etcd; a review holds t
 READ_TIMEOUT = 10.0
 IDLE_TIMEOUT = 60.0
 RELOAD_INTERVAL = 1.0  # at most one stat of the certificate files per interval
-_DEFAULT_MATCH = (ir.RouteMatch(path=ir.PathMatch(type="PathPrefix", value="/")),)
 
 
 class BadReview(ValueError):
@@ -112,16 +110,14 @@ def check(obj: dict) -> str | None:
 def _filter_problems(route: r.HTTPRoute | r.FluxGateRoute) -> Iterable[str]:
     """What ``filters.convert`` refuses, per rule, as translation runs it."""
     for i, rule in enumerate(route.spec.rules):
-        matches = tuple(ir.RouteMatch(path=ir.PathMatch(type=m.path.type, value=m.path.value))
-                        for m in rule.matches) or _DEFAULT_MATCH
         at = f"spec.rules[{i}]"
         try:
-            filters.convert(rule.filters, matches)
+            filters.convert(rule.filters, rule.matches)
         except filters.FilterError as exc:
             yield _under(at, str(exc))
         for j, ref in enumerate(rule.backend_refs):
             try:
-                filters.convert(ref.filters, matches)
+                filters.convert(ref.filters, rule.matches)
             except filters.FilterError as exc:
                 yield _under(f"{at}.backendRefs[{j}]", str(exc))
 

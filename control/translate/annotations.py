@@ -6,9 +6,9 @@ Rules:
   value outside the documented ones is an error (``AnnotationError``): the
   Ingress is rejected alone with ``Accepted=False/InvalidAnnotation``, never
   served without what it asked for. Annotations of other prefixes are not read.
-* Filters are expressed as Gateway API HTTPRoute filters (``ir.Filter`` whose
-  config has the shape of the API object), so compile reads one format
-  whatever the source.
+* Filters are the IR kinds an HTTPRoute's filters become (``ir.URLRewrite``,
+  ``ir.RequestRedirect``), so compile and the workers need nothing of their
+  own for Ingress.
 
 The set:
 
@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from control import ir
 from control.objects import resources as r
 from control.objects.validation import path_problems
+from control.translate.filters import HEADER_NAME
 
 REWRITE_TARGET = "fluxgate.io/rewrite-target"
 SSL_REDIRECT = "fluxgate.io/ssl-redirect"
@@ -61,9 +62,8 @@ ANNOTATIONS = (REWRITE_TARGET, SSL_REDIRECT, CANARY, CANARY_WEIGHT, CANARY_BY_HE
 _MAIN_ONLY = (REWRITE_TARGET, SSL_REDIRECT)
 _CANARY_ONLY = (CANARY_WEIGHT, CANARY_BY_HEADER, CANARY_BY_HEADER_VALUE)
 
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _WEIGHT = re.compile(r"^[0-9]{1,3}$")
-SSL_REDIRECT_FILTER = ir.Filter(type="RequestRedirect", config={"scheme": "https", "statusCode": 301})
+SSL_REDIRECT_FILTER = ir.RequestRedirect(scheme="https", status_code=301)
 
 
 class AnnotationError(ValueError):
@@ -82,16 +82,13 @@ class Settings:
     canary_header_value: str = ""  # "": any value
 
     def filters(self, match: ir.RouteMatch) -> tuple[ir.Filter, ...]:
-        """The Gateway-API-shaped filters of a rule with ``match``."""
+        """The filters of a rule with ``match``."""
         if self.ssl_redirect:
             return (SSL_REDIRECT_FILTER,)
         if not self.rewrite_target:
             return ()
-        if match.path.type == "Exact":
-            path = {"type": "ReplaceFullPath", "replaceFullPath": self.rewrite_target}
-        else:
-            path = {"type": "ReplacePrefixMatch", "replacePrefixMatch": self.rewrite_target}
-        return (ir.Filter(type="URLRewrite", config={"path": path}),)
+        kind = "ReplaceFullPath" if match.path.type == "Exact" else "ReplacePrefixMatch"
+        return (ir.URLRewrite(path=ir.PathModifier(type=kind, value=self.rewrite_target)),)
 
 
 def read_settings(annotations: dict[str, str]) -> tuple[Settings, list[str]]:
@@ -112,7 +109,7 @@ def read_settings(annotations: dict[str, str]) -> tuple[Settings, list[str]]:
             raise AnnotationError(f"{_at(CANARY_WEIGHT)}: {text!r} is not a whole number from 0 to 100")
         weight = int(text)
     header = annotations.get(CANARY_BY_HEADER, "")
-    if CANARY_BY_HEADER in annotations and (len(header) > 256 or not _TOKEN.match(header)):
+    if CANARY_BY_HEADER in annotations and (len(header) > 256 or not HEADER_NAME.match(header)):
         raise AnnotationError(f"{_at(CANARY_BY_HEADER)}: {header!r} is not a valid header name")
     value = annotations.get(CANARY_BY_HEADER_VALUE, "")
     if CANARY_BY_HEADER_VALUE in annotations:

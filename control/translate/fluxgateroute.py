@@ -41,7 +41,6 @@ from control.translate.backends import BackendResolver, Problem
 from control.objects.validation import PLACEHOLDER, duration_ms
 
 CANARY_INDEX = 100  # the canary rule of spec.rules[i] has index CANARY_INDEX + i
-HEADER_TEMPLATE = "RequestHeaderTemplate"
 
 
 def rules(
@@ -97,25 +96,22 @@ def has_placeholder(value: str) -> bool:
 def _with_headers(rule: ir.Rule, headers: tuple[r.HeaderValue, ...]) -> ir.Rule:
     if not headers:
         return rule
-    plain = [{"name": h.name, "value": h.value} for h in headers if not has_placeholder(h.value)]
-    templated = [{"name": h.name, "value": h.value} for h in headers if has_placeholder(h.value)]
+    plain = tuple(ir.HeaderValue(name=h.name, value=h.value) for h in headers if not has_placeholder(h.value))
+    templated = tuple(ir.HeaderValue(name=h.name, value=h.value) for h in headers if has_placeholder(h.value))
     filters = list(rule.filters)
-    modifier = next((i for i, f in enumerate(filters) if f.type == "RequestHeaderModifier"), None)
+    modifier = next((i for i, f in enumerate(filters) if isinstance(f, ir.RequestHeaderModifier)), None)
     if modifier is not None:
         f = filters[modifier]
-        taken = {h["name"].lower() for field in ("set", "add") for h in f.config.get(field, ())}
-        taken |= {name.lower() for name in f.config.get("remove", ())}
+        taken = {h.name.lower() for h in f.set + f.add} | {name.lower() for name in f.remove}
         clash = [h.name for h in headers if h.name.lower() in taken]
         if clash:
             raise _Drop(f"requestHeaders: {clash[0]!r} is also in the rule's RequestHeaderModifier")
         if plain:
-            config = dict(f.config)
-            config["set"] = list(config.get("set", ())) + plain
-            filters[modifier] = ir.Filter(type=f.type, config=config)
+            filters[modifier] = _replace(f, set=f.set + plain)
     elif plain:
-        filters.insert(0, ir.Filter(type="RequestHeaderModifier", config={"set": plain}))
+        filters.insert(0, ir.RequestHeaderModifier(set=plain))
     if templated:
-        filters.append(ir.Filter(type=HEADER_TEMPLATE, config={"set": templated}))
+        filters.append(ir.RequestHeaderTemplate(set=templated))
     return _replace(rule, filters=tuple(filters))
 
 

@@ -214,7 +214,7 @@ def rules(
             return backend.cluster
 
         try:
-            filters = convert_filters(rule.filters, matches, resolve_mirror)
+            filters = convert_filters(rule.filters, rule.matches, resolve_mirror)
         except FilterError as exc:
             dropped.append(f"rule {index}: {exc}")
             continue
@@ -224,21 +224,20 @@ def rules(
                 backend, problem = resolver.resolve(route, ref)
                 if ref.filters:
                     backend = ir.Backend(cluster=backend.cluster, weight=backend.weight,
-                                         filters=convert_filters(ref.filters, matches))
+                                         filters=convert_filters(ref.filters, rule.matches))
                 backends.append(backend)
                 if problem:
                     problems.append(problem)
         except FilterError as exc:
             dropped.append(f"rule {index}: backendRef {exc}")
             continue
-        extensions = [f for f in filters if f.type == "ExtensionRef"]
+        extensions = [f for f in filters if isinstance(f, ir.ExtensionRef)]
         if extensions:
             # A filter that cannot be resolved is never skipped: every request
             # of the rule gets the error instead (an unresolved backend: 500).
             for f in extensions:
-                c = f.config
                 problems.append(Problem("InvalidKind", (
-                    f"rule {index}: ExtensionRef {c['group'] or 'core'}/{c['kind']} {c['name']!r}: FluxGate has"
+                    f"rule {index}: ExtensionRef {f.group or 'core'}/{f.kind} {f.name!r}: FluxGate has"
                     " no filter of that kind; the rule's requests are answered with 500")))
             filters, backends = (), [ir.Backend(cluster="")]
         timeout = rule.timeouts.request if rule.timeouts else None

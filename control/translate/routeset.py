@@ -193,8 +193,7 @@ def cluster_names(route: ir.Route) -> list[str]:
     """Every cluster a route's rules send to: backends, and mirror targets
     (fire and forget, but served too)."""
     names = [b.cluster for rule in route.rules for b in rule.backends]
-    names += [f.config.get("cluster", "") for rule in route.rules for f in rule.filters
-              if f.type == "RequestMirror"]
+    names += [f.cluster for rule in route.rules for f in rule.filters if isinstance(f, ir.RequestMirror)]
     return names
 
 

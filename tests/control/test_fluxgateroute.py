@@ -120,8 +120,8 @@ def test_header_template_becomes_a_template_filter_after_the_modifier(parse):
     route, parent = _translate(parse, "    requestHeaders: [{name: X-Client, value: 'ip=%{client_ip}'},"
                                       " {name: X-Env, value: prod}]")
     assert route.rules[0].filters == (
-        ir.Filter(type="RequestHeaderModifier", config={"set": [{"name": "X-Env", "value": "prod"}]}),
-        ir.Filter(type="RequestHeaderTemplate", config={"set": [{"name": "X-Client", "value": "ip=%{client_ip}"}]}),
+        ir.RequestHeaderModifier(set=(ir.HeaderValue(name="X-Env", value="prod"),)),
+        ir.RequestHeaderTemplate(set=(ir.HeaderValue(name="X-Client", value="ip=%{client_ip}"),)),
     )
     assert _cond(parent, "Accepted")[0] == "True"
     assert _cond(parent, "PartiallyInvalid") is None
@@ -147,7 +147,7 @@ def test_request_header_named_in_the_rules_modifier_drops_the_rule(parse):
 def test_plain_request_headers_become_a_header_modifier(parse):
     route, parent = _translate(parse, "    requestHeaders: [{name: X-Env, value: prod}]")
     assert route.rules[0].filters == (
-        ir.Filter(type="RequestHeaderModifier", config={"set": [{"name": "X-Env", "value": "prod"}]}),)
+        ir.RequestHeaderModifier(set=(ir.HeaderValue(name="X-Env", value="prod"),)),)
     assert _cond(parent, "PartiallyInvalid") is None
 
 

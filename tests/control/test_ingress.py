@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from control import ir
 from control.cache import ObjectCache
 from control.compile import compile_table
 from control.objects.raw import KObject
@@ -312,9 +313,8 @@ def test_ingress_rewrite_target_is_a_urlrewrite_of_the_matched_path(parse):
     spec = _spec(_rule("/api"), _rule("/exact", "Exact"))
     result = translate(parse(SERVICES + _ingress(spec, annotations="{fluxgate.io/rewrite-target: /v2}")))
     prefix, exact = result.ir.routes[0].rules
-    assert prefix.filters[0].type == "URLRewrite"
-    assert prefix.filters[0].config == {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v2"}}
-    assert exact.filters[0].config == {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/v2"}}
+    assert prefix.filters == (ir.URLRewrite(path=ir.PathModifier(type="ReplacePrefixMatch", value="/v2")),)
+    assert exact.filters == (ir.URLRewrite(path=ir.PathModifier(type="ReplaceFullPath", value="/v2")),)
     compile_table(result.ir)  # compile understands both
 
 
@@ -323,8 +323,7 @@ def test_ingress_ssl_redirect_redirects_every_route_to_https(parse):
     result = translate(parse(SERVICES + _ingress(spec, annotations="{fluxgate.io/ssl-redirect: 'true'}")))
     for route in result.ir.routes:
         for rule in route.rules:
-            assert [(f.type, f.config) for f in rule.filters] == [
-                ("RequestRedirect", {"scheme": "https", "statusCode": 301})]
+            assert rule.filters == (ir.RequestRedirect(scheme="https", status_code=301),)
             assert rule.backends == ()
     assert result.ir.clusters == ()
     compile_table(result.ir)

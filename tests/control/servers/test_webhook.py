@@ -25,6 +25,9 @@ from control.servers import webhook
 from control.objects.raw import KObject
 from control.objects import validation
 from control.servers.webhook import Webhook, check, review
+from control.translate import httproute
+from control.translate.backends import BackendResolver
+from control.translate.store import Store
 
 GW = ("gateway.networking.k8s.io", "v1")
 
@@ -289,6 +292,18 @@ def test_webhook_names_generated_objects_and_takes_the_request_namespace():
 ])
 def test_webhook_filter_problems_name_the_field(rule, message):
     assert check(_route(rule)) == message
+
+
+@pytest.mark.parametrize("bad", [
+    {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}},
+    {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "a b", "value": "x"}]}},
+    {"type": "Rewrite"},
+])
+def test_webhook_filter_problem_is_the_reason_translation_drops_the_rule(bad):
+    obj = _route({"matches": [{"path": {"type": "Exact", "value": "/x"}}], "filters": [bad]})
+    route = validation.parse(KObject(obj, "x.yaml", 1))
+    _, dropped, _ = httproute.rules(route, BackendResolver(Store([route])))
+    assert dropped == ["rule 0: " + check(obj).removeprefix("spec.rules[0].")]
 
 
 def test_webhook_allows_what_is_valid_but_not_supported_yet():
