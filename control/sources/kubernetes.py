@@ -114,6 +114,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from control.objects.raw import KObject
+from control.sources.events import Changes
 from control.sources.files import Loaded
 from control.objects import kinds, validation
 from control.objects.kinds import Kind
@@ -131,14 +132,6 @@ BACKOFF_CAP = 30.0
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 
 _CUSTOM_GROUPS = kinds.OWN_GROUPS  # served by CRDs: the custom-objects API, maybe not installed
-
-
-@dataclass(frozen=True)
-class Changes:
-    """``KubernetesSource.changes()``: objects to (re)read and objects gone."""
-
-    upserts: list[KObject]
-    deletes: list[KObject]
 
 
 GATEWAY_CLASS = kinds.BY_KIND["GatewayClass"]
