@@ -12,22 +12,12 @@ be told to use the ``.py`` modules anyway: ``FLUXGATE_NATIVE=false``
 from __future__ import annotations
 
 import os
+import sys
 
 from setuptools import setup
 
-NATIVE = [
-    "dataplane/limits.py",
-    "dataplane/deadline.py",
-    "dataplane/flow.py",
-    "dataplane/outbox.py",
-    "dataplane/downstream.py",
-    "dataplane/request.py",
-    "dataplane/dispatch.py",
-    "dataplane/exchange.py",
-    "dataplane/protocol.py",
-    "dataplane/upstream/connection.py",
-    "dataplane/upstream/pool.py",
-]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dataplane import NATIVE  # noqa: E402  (the one list: dataplane/__init__.py)
 
 
 def extensions():
@@ -38,7 +28,7 @@ def extensions():
     except ImportError:  # no Cython in the build environment: pure Python
         return []
     modules = cythonize(
-        NATIVE, language_level=3, quiet=True,
+        [name.replace(".", "/") + ".py" for name in NATIVE], language_level=3, quiet=True,
         # Types come from the .pxd files only: annotations in the .py stay documentation.
         compiler_directives={"annotation_typing": False, "binding": False, "embedsignature": False},
     )

@@ -242,6 +242,8 @@ class Config:
         " (307 to the unescaped path), unescape-forward", choices=("keep", "reject", "unescape-redirect",
                                                                     "unescape-forward"))
     merge_slashes: bool = _setting(True, _bool, "treat runs of '/' in paths as one")
+    native: bool = _setting(True, _bool, "workers run the data path's compiled modules when they are built"
+                            " (false: their pure-Python sources, e.g. to rule them out)")
     log_level: str = _setting("info", str, "log level", choices=("debug", "info", "warning", "error"))
     log_format: str = _setting("json", str, "log format", choices=("json", "text"))
 

@@ -70,6 +70,8 @@ class Supervisor:
         r, wfd = os.pipe()
         settings = msgspec.json.encode(self.cfg.worker_settings(w.index)).decode()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXGATE_")}
+        # Read by dataplane/__init__.py before any compiled module can be imported.
+        env["FLUXGATE_NATIVE"] = "true" if self.cfg.native else "false"
         try:
             w.proc = subprocess.Popen(
                 [sys.executable, "-m", "dataplane", "--settings", settings, "--notify-fd", str(r)],

@@ -109,7 +109,7 @@ class HttpProtocol(Downstream):
             if self.tunnel is not None:
                 self.tunnel.write(data)
             return
-        if data == self._seen and self.active is None and self._repeat():
+        if data == self._seen and self._between and self.active is None and self._repeat():
             return
         self._chunk_len = n = len(data)
         whole = self._between  # this read starts at a request's first byte

@@ -32,6 +32,8 @@ import time
 import msgspec
 import uvloop
 
+import dataplane
+
 from dataplane.listeners import Listeners
 from dataplane.outbox import Outbox
 from dataplane.router import Router
@@ -193,6 +195,9 @@ def main(argv: list[str]) -> int:
         except (RingError, OSError) as exc:
             log.error("cannot start worker", extra={"fields": {"error": str(exc)}})
             return EXIT_BOOT
+        log.info("worker started", extra={"fields": {
+            "index": settings.index, "pid": os.getpid(),
+            "compiled": len(dataplane.compiled()), "of": len(dataplane.NATIVE)}})
         return loop.run_until_complete(worker.run())
     finally:
         loop.close()
