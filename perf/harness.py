@@ -335,11 +335,14 @@ def parse_wrk(text: str) -> WrkResult:
 
 
 def start_wrk(workdir: Path, port: int, duration: float, connections: int, threads: int,
-              name: str = "wrk") -> Proc:
-    """Start wrk against 127.0.0.1:port; SIGINT makes it stop early and still report."""
+              name: str = "wrk", script: Path | None = None) -> Proc:
+    """Start wrk against 127.0.0.1:port; SIGINT makes it stop early and still report.
+    ``script``: a wrk Lua script (e.g. one that makes every request different)."""
     wrk = shutil.which("wrk") or "/usr/bin/wrk"
-    argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-            "--latency", f"http://{LOOPBACK}:{port}/"]
+    argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    argv.append(f"http://{LOOPBACK}:{port}/")
     log = workdir / f"{name}.{time.monotonic_ns()}.out"
     return Proc(name, argv, log, stop_signal=signal.SIGINT, stop_deadline=10.0).start()
 

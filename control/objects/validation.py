@@ -82,7 +82,7 @@ _HOSTNAME = re.compile(
 )
 # RFC 1123 subdomain: section names, Service externalName.
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 _PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$")
 _DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
 _DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
@@ -201,7 +201,7 @@ def _check_match(match: r.HTTPRouteMatch, at: str) -> Iterable[str]:
         yield from (f"{at}.path.value: {p}" for p in _path_problems(path.value))
     for kind, items in (("headers", match.headers), ("queryParams", match.query_params)):
         for k, item in enumerate(items):
-            if not _HEADER_NAME.match(item.name) or len(item.name) > 256:
+            if not HEADER_NAME.match(item.name) or len(item.name) > 256:
                 yield f"{at}.{kind}[{k}].name: {item.name!r} is not a valid name"
             if item.type == "RegularExpression":
                 yield from _check_regex(item.value, f"{at}.{kind}[{k}].value")
@@ -450,7 +450,7 @@ _PROXY_HEADERS = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
     "te", "trailer", "upgrade", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
 })
-_COOKIE_NAME = _HEADER_NAME  # an RFC 6265 token
+_COOKIE_NAME = HEADER_NAME  # an RFC 6265 token
 _COOKIE_VALUE = re.compile(r"^[!#-+\--:<-\[\]-~]*$")  # cookie-octets
 
 
@@ -460,7 +460,7 @@ def _check_fluxgate_route(route: r.FluxGateRoute) -> Iterable[str]:
         at = f"spec.rules[{i}]"
         names: set[str] = set()
         for j, h in enumerate(rule.request_headers):
-            if not _HEADER_NAME.match(h.name) or len(h.name) > 256:
+            if not HEADER_NAME.match(h.name) or len(h.name) > 256:
                 yield f"{at}.requestHeaders[{j}].name: {h.name!r} is not a valid header name"
             elif h.name.lower() in names:
                 yield f"{at}.requestHeaders[{j}].name: {h.name!r} is named twice"
@@ -499,7 +499,7 @@ def _check_fluxgate_route(route: r.FluxGateRoute) -> Iterable[str]:
         if canary.weight == 0 and canary.header is None and canary.cookie is None:
             yield f"{at}: set a weight, a header or a cookie (otherwise no request reaches it)"
         if canary.header is not None:
-            if not _HEADER_NAME.match(canary.header.name) or len(canary.header.name) > 256:
+            if not HEADER_NAME.match(canary.header.name) or len(canary.header.name) > 256:
                 yield f"{at}.header.name: {canary.header.name!r} is not a valid header name"
             if canary.header.value is not None and any(c in canary.header.value for c in "\r\n\0"):
                 yield f"{at}.header.value: must not contain CR, LF or NUL"

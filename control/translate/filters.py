@@ -43,13 +43,13 @@ from typing import Callable, NamedTuple
 
 from control import ir
 from control.objects import resources as r
+from control.objects.validation import HEADER_NAME
 
 # Resolves a mirror's backendRef to a cluster name ("" when it cannot be).
 Resolve = Callable[[r.HTTPBackendRef], str]
 # On a backendRef (extended support): header modifiers only, for now.
 BACKEND_FILTERS = tuple(ir.filter_kinds(ir.BackendFilter))
 REPEATABLE = ("RequestMirror", "ExtensionRef")  # the types a rule may carry more than once
-HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 _HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _MAX_HEADERS = 16
 REDIRECT_CODES = (301, 302, 303, 307, 308)
