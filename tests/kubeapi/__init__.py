@@ -12,7 +12,23 @@ As a process (for end-to-end tests)::
     proc.stop()
 """
 
+import contextlib
+
 from .process import KubeAPIProcess
 from .server import KubeAPIServer
 
-__all__ = ["KubeAPIProcess", "KubeAPIServer"]
+__all__ = ["KubeAPIProcess", "KubeAPIServer", "client_for"]
+
+
+@contextlib.contextmanager
+def client_for(url: str):
+    """A real kubernetes ApiClient for the server at ``url``, closed after use."""
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = url
+    api = client.ApiClient(configuration)
+    try:
+        yield api
+    finally:
+        api.close()

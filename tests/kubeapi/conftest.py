@@ -8,7 +8,7 @@ import threading
 import pytest
 from kubernetes import client, watch
 
-from tests.kubeapi import KubeAPIServer
+from tests.kubeapi import KubeAPIServer, client_for
 
 
 @pytest.fixture
@@ -20,11 +20,8 @@ def kube():
 
 @pytest.fixture
 def api_client(kube):
-    configuration = client.Configuration()
-    configuration.host = kube.url
-    api = client.ApiClient(configuration)
-    yield api
-    api.close()
+    with client_for(kube.url) as api:
+        yield api
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client import ApiException
 
-from tests.kubeapi import KubeAPIProcess
+from tests.kubeapi import KubeAPIProcess, client_for
 
 
 @pytest.fixture
@@ -20,11 +20,8 @@ def proc():
 
 @pytest.fixture
 def core(proc):
-    configuration = client.Configuration()
-    configuration.host = proc.url
-    api = client.ApiClient(configuration)
-    yield client.CoreV1Api(api)
-    api.close()
+    with client_for(proc.url) as api:
+        yield client.CoreV1Api(api)
 
 
 def test_process_prints_its_port_and_serves_the_api(proc, core):

@@ -14,7 +14,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from control.controller.leader import LeaderElector
-from tests.kubeapi import KubeAPIServer
+from tests.kubeapi import KubeAPIServer, client_for
 
 LEASE = "fluxgate-controller"
 NS = "kube-system"
@@ -30,11 +30,8 @@ def kube():
 
 @pytest.fixture
 def leases(kube):
-    configuration = client.Configuration()
-    configuration.host = kube.url
-    api = client.ApiClient(configuration)
-    yield client.CoordinationV1Api(api)
-    api.close()
+    with client_for(kube.url) as api:
+        yield client.CoordinationV1Api(api)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from kubernetes import client
 
 from control.objects.raw import KObject
 from control.status import Condition, ParentRef, StatusReport
@@ -17,7 +16,7 @@ from control.controller.status_writer import (
 )
 from control.objects import validation
 from control.translate import CONTROLLER_NAME, translate
-from tests.kubeapi import KubeAPIServer
+from tests.kubeapi import KubeAPIServer, client_for
 
 T0, T1 = "2030-01-01T00:00:00Z", "2030-01-01T00:05:00Z"
 GW_API = "gateway.networking.k8s.io/v1"
@@ -222,11 +221,8 @@ def kube():
 
 @pytest.fixture
 def api_client(kube):
-    configuration = client.Configuration()
-    configuration.host = kube.url
-    api = client.ApiClient(configuration)
-    yield api
-    api.close()
+    with client_for(kube.url) as api:
+        yield api
 
 
 def _status(kube, api_version: str, kind: str, name: str, namespace: str = "default") -> dict:
