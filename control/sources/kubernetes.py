@@ -98,7 +98,6 @@ import functools
 import logging
 import math
 import os
-import random
 import socket
 import threading
 import time
@@ -119,6 +118,8 @@ from control.sources.files import Loaded
 from control.objects import kinds, validation
 from control.objects.kinds import Kind
 from control.objects.resources import INGRESS_CLASS_ANNOTATION
+from control.retry import Backoff, jittered
+from control.retry import backoff_delay  # noqa: F401  (the controller's status passes use it from here)
 
 log = logging.getLogger("fluxgate.kubernetes")
 
@@ -129,6 +130,7 @@ LIST_READ_TIMEOUT = 60.0
 WATCH_READ_GRACE = 15.0  # a watch silent this long past its timeoutSeconds is dead
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 30.0
+PERIOD_JITTER = 0.1  # resync and re-list periods run up to 10 % late
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 
 _CUSTOM_GROUPS = kinds.OWN_GROUPS  # served by CRDs: the custom-objects API, maybe not installed
@@ -270,8 +272,9 @@ class WatchError(Exception):
 class _Watch:
     """One WatchSpec's state. Touched by its thread; objects under the source lock."""
 
-    def __init__(self, spec: WatchSpec) -> None:
+    def __init__(self, spec: WatchSpec, backoff: Backoff) -> None:
         self.spec = spec
+        self.backoff = backoff  # the current streak of failures
         self.objects: dict[tuple[str, str], dict] = {}  # (namespace, name) → raw
         self.rv: str | None = None  # None: list first
         self.synced = False  # the first list succeeded
@@ -281,7 +284,6 @@ class _Watch:
         self.watches = 0
         self.gone = 0  # 410s seen
         self.error = ""  # the last failure, "" once it works
-        self.failures = 0  # in the current streak
         self.warned = False  # the streak has been logged
         self.response = None  # the open watch response, so close() can cut it
 
@@ -305,7 +307,8 @@ class KubernetesSource:
         self.list_limit = list_limit
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self._watches = [_Watch(spec) for spec in (plan(settings) if specs is None else specs)]
+        self._watches = [_Watch(spec, Backoff(backoff_base, backoff_cap))
+                         for spec in (plan(settings) if specs is None else specs)]
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0,
                                                     len(self._watches) + 4)
         configuration.retries = False  # our back-off retries, and logs once per streak
@@ -478,8 +481,8 @@ class KubernetesSource:
                                 " treated as empty, checked again with back-off", extra={"fields": {
                                     "watch": str(w.spec), "api": self.host, "error": str(exc)}})
                 w.error = f"{NOT_INSTALLED} ({exc})"
-                w.failures += 1  # soon at first (a CRD being installed), then every BACKOFF_CAP
-                self._stopping.wait(self._delay(w.failures))
+                w.backoff.fail()  # soon at first (a CRD being installed), then every BACKOFF_CAP
+                self._stopping.wait(w.backoff.delay())
             except Gone as exc:
                 w.gone += 1
                 w.rv = None
@@ -492,12 +495,12 @@ class KubernetesSource:
                 if self._stopping.is_set():
                     return
                 self._failed(w, exc.__cause__ or exc, interrupted=True)
-                self._stopping.wait(self._delay(w.failures))
+                self._stopping.wait(w.backoff.delay())
             except Exception as exc:  # never end the thread: back off and retry
                 if self._stopping.is_set():
                     return
                 self._failed(w, exc)
-                self._stopping.wait(self._delay(w.failures))
+                self._stopping.wait(w.backoff.delay())
 
     def _list(self, w: _Watch) -> None:
         items: dict[tuple[str, str], dict] = {}
@@ -694,9 +697,9 @@ class KubernetesSource:
 
     def _failed(self, w: _Watch, exc: BaseException, interrupted: bool = False) -> None:
         """Count a failure; warn once per streak (a lone interruption is only debug)."""
-        w.failures += 1
+        failures = w.backoff.fail()
         w.error = describe_error(exc)
-        if interrupted and w.failures == 1:
+        if interrupted and failures == 1:
             log.debug("Kubernetes watch interrupted; resuming", extra={"fields": {
                 "watch": str(w.spec), "resourceVersion": w.rv, "error": w.error}})
         elif not w.warned:
@@ -705,31 +708,21 @@ class KubernetesSource:
                 "watch": str(w.spec), "api": self.host, "error": w.error}})
         else:
             log.debug("Kubernetes watch failed again", extra={"fields": {
-                "watch": str(w.spec), "failures": w.failures, "error": w.error}})
+                "watch": str(w.spec), "failures": failures, "error": w.error}})
 
     def _recovered(self, w: _Watch) -> None:
+        failures = w.backoff.reset()
         if w.warned:
             log.info("Kubernetes watch works again", extra={"fields": {
-                "watch": str(w.spec), "failures": w.failures}})
-        w.failures = 0
+                "watch": str(w.spec), "failures": failures}})
         w.warned = False
         w.error = ""
-
-    def _delay(self, failures: int) -> float:
-        return backoff_delay(failures, self.backoff_base, self.backoff_cap)
-
-
-def backoff_delay(failures: int, base: float, cap: float) -> float:
-    """Exponential back-off with jitter: in [d/2, d], d = base·2^(n-1) capped
-    (the watches' and the controller's status passes')."""
-    d = min(cap, base * (2 ** min(failures - 1, 30)))
-    return d / 2 + random.uniform(0, d / 2)
 
 
 def _jittered(period: float) -> float:
     """When a periodic action is next due: ``period`` from now, up to 10 % later,
     so the watches of one process (and of many pods) do not act in step."""
-    return time.monotonic() + period * (1 + random.uniform(0, 0.1))
+    return time.monotonic() + jittered(period, PERIOD_JITTER)
 
 
 def _lines(resp) -> Iterable[str]:
