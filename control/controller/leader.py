@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import random
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -72,6 +71,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from control.retry import jittered
 from control.sources.kubernetes import describe_error
 
 log = logging.getLogger("fluxgate.leader")
@@ -206,9 +206,7 @@ class LeaderElector:
                 log.warning("leader election: could not renew within the deadline; stepping down",
                             extra={"fields": {"lease": self._lease_label}})
                 self._step_down()
-            pause = self.retry_period
-            if not self._leading:
-                pause *= 1 + random.uniform(0, JITTER)
+            pause = self.retry_period if self._leading else jittered(self.retry_period, JITTER)
             self._stop.wait(pause)
         was_leading = self._leading
         self._step_down()

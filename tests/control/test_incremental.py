@@ -15,7 +15,7 @@ from control.objects.raw import KObject
 from control.sources.files import Loaded
 from control.objects import validation
 from control.objects.resources import ObjectKey
-from tests.control.test_kubernetes_source import (  # noqa: F401  (fixtures)
+from tests.control.sources.kubernetes.fixtures import (  # noqa: F401  (fixtures)
     _backlog, caught_up, gateway, kube, route, servers, service, sources, tls_secret, until)
 
 FILE = "kubernetes"

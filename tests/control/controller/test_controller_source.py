@@ -2,7 +2,7 @@
 
 ``KubernetesSource(specs=...)`` replaces ``plan(settings)``; ``ControllerSource``
 passes ``controller_plan(settings)`` (every shard's objects). Each test starts
-its own in-process API server (test_kubernetes_source's fixtures) and source and
+its own in-process API server (tests/control/sources/kubernetes/fixtures.py) and source and
 stops both in a finaliser.
 """
 
@@ -13,7 +13,7 @@ from kubernetes import client
 
 from control.controller.controller import ControllerSource, controller_plan
 from control.sources.kubernetes import GATEWAY, SERVICE, KubernetesSource, Settings, WatchSpec, plan
-from tests.control.test_kubernetes_source import (  # noqa: F401  (fixtures)
+from tests.control.sources.kubernetes.fixtures import (  # noqa: F401  (fixtures)
     _backlog, gateway, kube, servers, service, until)
 
 GW = "gateway.networking.k8s.io/v1"
