@@ -157,13 +157,16 @@ def all_serving(workers: list[dict], count: int, at_least: int) -> int | None:
 
 class HealthProbe(threading.Thread):
     """GET /healthz every ~``interval`` s; records (start offset, latency) from the
-    first answer on. A request that hangs is one sample as long as it hung."""
+    first answer on. A request that hangs is one sample as long as it hung; one
+    refused before the first answer is not a sample (the admin port is not up
+    yet), but ``first_answer_s`` says when that was."""
 
     def __init__(self, port: int, interval: float = 0.01, timeout: float = 600.0):
         super().__init__(daemon=True, name="healthz")
         self.port, self.interval, self.timeout = port, interval, timeout
         self.t0 = time.monotonic()
         self.samples: list[tuple[float, float, bool]] = []  # (start s, latency ms, 200)
+        self.first_answer_s: float | None = None
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -172,6 +175,8 @@ class HealthProbe(threading.Thread):
             start = time.monotonic()
             try:
                 ok = get(self.port, "/healthz", timeout=self.timeout)[0] == 200
+                if not answered:
+                    self.first_answer_s = time.monotonic() - self.t0
                 answered = True
             except OSError:
                 ok = False
@@ -357,6 +362,7 @@ def measure(args, fg: h.Fluxgate, cfgdir: ConfigDir, health: HealthProbe, t0: fl
         print(f"note: 'rebuilt' logged by pid(s) {sorted(log_pids)}, memory read from pid {control_pid}")
     first = logged.get(min(logged)) if logged else {}
     health_all, health_edits = health.summary(), health.summary(since=t_edits, until=t_done)
+    health_all["first_answer_s"] = health.first_answer_s
     return report(args, fg, cfgdir, start, mem_ready, mem_after, first, records,
                   health_all, health_edits)
 
@@ -399,6 +405,9 @@ def report(args, fg, cfgdir, start, mem_ready, mem_after, first, records, health
     print(lat_line("edit -> new path answered 200:", answered))
     reused = [(r.get("routes_reused"), r.get("routes_translated")) for r in records]
     print("routes reused / translated per edit: " + ", ".join(f"{a}/{b}" for a, b in reused))
+    first_s = health_all["first_answer_s"]
+    print(f"/healthz first answered {'never' if first_s is None else f'{first_s:.2f}s'} after the process "
+          "start (refused before: not samples)")
     for label, s in (("/healthz, whole run:", health_all), ("/healthz, during edits:", health_edits)):
         print(f"{label:<24} p50 {s['p50_ms']:8.1f} ms   p99 {s['p99_ms']:9.1f} ms   max {s['max_ms']:9.1f} ms   "
               f"(n={s['samples']}, >= {GOAL_HEALTHZ_MS:g} ms: {s['over_goal']}, failed: {s['failed']})")
