@@ -148,6 +148,13 @@ def run(args, workdir: Path) -> int:
         # The fluxgate tree after a run is re-listed from /proc plus the pids
         # /debug/config named before it, so the run itself makes no admin call.
         sides.append(Side("fluxgate", fg.listen_port, fg.pids, fg.proc.tree))
+        if args.compare:
+            # A second FluxGate (another checkout: "before"), measured in the same
+            # rounds, so a before/after figure shares the machine's moment too.
+            (workdir / "before").mkdir()
+            before = h.Fluxgate(workdir / "before", 1, up_port, args.compare, tag="perf-before")
+            before.start()
+            sides.append(Side("before", before.listen_port, before.pids, before.proc.tree))
     check_proxies(sides)
 
     duration, rounds, warmup = (2.0, 1, 0.0) if args.selftest else (args.duration, args.rounds, args.warmup)
@@ -171,6 +178,12 @@ def run(args, workdir: Path) -> int:
     v = verdicts(summary) if not args.selftest else None
     if v:
         print_verdicts(v)
+    if "before" in summary:
+        b, ng = summary["before"], summary["nginx"]
+        v = {**v, "before_throughput_ratio": b["rps"] / ng["rps"],
+             "before_cpu_ratio": b["cpu_us_per_req"] / ng["cpu_us_per_req"]}
+        print(f"before/nginx throughput     {v['before_throughput_ratio']:5.2f}x   "
+              f"CPU/request {v['before_cpu_ratio']:5.2f}x   (--compare, same rounds)")
     if args.json:
         report = {"machine": h.machine_note(), "settings": {**vars(args), "duration": duration, "rounds": rounds,
                                                             "warmup": warmup},
@@ -197,6 +210,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write every run and the summary as JSON")
     p.add_argument("--fluxgate", metavar="CMD", help="command that runs fluxgate (default: the console "
                    "script beside this python, on PATH, else python -m control.cli)")
+    p.add_argument("--compare", metavar="CMD", help="also measure this fluxgate command (e.g. another "
+                   "checkout's), as side 'before', in the same rounds")
     p.add_argument("--vary", action="store_true", help="make every request differ (path, query, a header)")
     p.add_argument("--selftest", action="store_true", help="nginx side only, 2 s: check the tooling")
     p.add_argument("--fail-on-miss", action="store_true", help="exit 3 when a target is missed")
