@@ -11,6 +11,9 @@ reported and the last good table keeps serving"):
 * The same (kind, namespace, name) defined twice: the first in path order
   (file order, then document order) wins; each other one is reported.
 * Unsupported kinds are ignored with a warning; they never block anything.
+  A kind of FluxGate's or Gateway API's groups that FluxGate does not serve
+  (a FluxGatePolicy, a TLSRoute) is a warning that says it is not enforced
+  (``is_unserved``): ``fluxgate validate`` makes it an error.
 
 Theory of operation: ``apply`` rebuilds the whole entry map from the new load
 plus the entries it must keep, then compares typed objects with the previous
@@ -31,7 +34,7 @@ from typing import Iterable
 
 from control.objects.raw import KObject, LoadError, location
 from control.sources.files import Loaded
-from control.objects import validation
+from control.objects import kinds, validation
 from control.objects.resources import ObjectKey, Resource
 
 
@@ -104,8 +107,7 @@ class ObjectCache:
         for obj in upserts:
             key = validation.identify(obj)
             if key is None:
-                warnings.append(_problem(obj, None, "ignored: unsupported kind "
-                                         f"{obj.kind} ({obj.api_version})", "warning"))
+                warnings.append(_unsupported(obj))
                 continue
             last = self._entries.get(key)
             try:
@@ -148,8 +150,7 @@ class ObjectCache:
         for obj in loaded.objects:
             key = validation.identify(obj)
             if key is None:
-                warnings.append(_problem(obj, None, "ignored: unsupported kind "
-                                         f"{obj.kind} ({obj.api_version})", "warning"))
+                warnings.append(_unsupported(obj))
                 continue
             try:
                 resource = validation.parse(obj)
@@ -192,6 +193,23 @@ class ObjectCache:
 
 def _resources(entries: dict[ObjectKey, Entry]) -> dict[ObjectKey, Resource]:
     return {key: entry.resource for key, entry in entries.items()}
+
+
+def is_unserved(problem: LoadError) -> bool:
+    """A warning about an object of FluxGate's or Gateway API's groups whose
+    kind FluxGate does not serve (a FluxGatePolicy, a TLSRoute): configuration
+    that would silently not be enforced. ``fluxgate validate`` fails on it."""
+    return problem.reason.startswith(_UNSERVED)
+
+
+_UNSERVED = "not enforced: "
+
+
+def _unsupported(obj: KObject) -> LoadError:
+    what = f"{obj.kind} ({obj.api_version})"
+    if kinds.is_own_group(obj.api_version):
+        return _problem(obj, None, f"{_UNSERVED}{what} is not a kind FluxGate serves", "warning")
+    return _problem(obj, None, f"ignored: unsupported kind {what}", "warning")
 
 
 def _problem(obj: KObject, key: ObjectKey | None, reason: str, level: str = "error") -> LoadError:

@@ -326,8 +326,9 @@ class Runner:
 
     def _log_status(self, status) -> None:
         old, self.status = self.status, status
-        for line in status.changes_since(old):
-            log.info("status: " + line)
+        for line, failing in status.judged_changes_since(old):
+            # A rejection (a failing condition) is a warning: it is configuration not served.
+            (log.warning if failing else log.info)("status: " + line)
 
     # --- what the admin server shows --------------------------------------------------
 

@@ -287,8 +287,8 @@ class Controller:
             return
         self.translations += 1
         old, self.status = self.status, result.status
-        for line in result.status.changes_since(old):
-            log.info("status: " + line)
+        for line, failing in result.status.judged_changes_since(old):
+            (log.warning if failing else log.info)("status: " + line)
         self._pass_wanted = True
 
     # --- report → API (leader only) -------------------------------------------------------

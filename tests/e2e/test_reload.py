@@ -170,3 +170,27 @@ def test_reload_removing_a_listener_keeps_accepted_connections(tmp_path, gateway
         assert echoed(request(port, "/")[2])["backend"] == "a"
     finally:
         holder.close()
+
+
+def test_reload_rejection_and_unserved_kind_are_warnings(tmp_path, gateway_factory, echo_factory, port):
+    a = echo_factory("a")
+    cfg = tmp_path / "gw.yaml"
+    docs = objects(port, {"a": [a.port]}, _routes("a"))
+    write_config(cfg, docs)
+    gw = gateway_factory(cfg)
+    gen = gw.debug_config()["generation"]
+    to_nowhere = route("nowhere", [{"matches": [{"path": {"type": "PathPrefix", "value": "/nowhere"}}],
+                                    "backendRefs": [{"name": "missing", "port": 80}]}])
+    policy = {"apiVersion": "fluxgate.io/v1alpha3", "kind": "FluxGatePolicy",
+              "metadata": {"name": "limits", "namespace": "default"}, "spec": {}}
+    write_config(cfg, docs + [to_nowhere, policy])
+    gw.wait_generation(gen + 1)
+    deadline = time.monotonic() + 5
+    while "HTTPRoute default/nowhere" not in gw.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = gw.log().splitlines()
+    [rejected] = [line for line in lines if "status: HTTPRoute default/nowhere" in line]
+    assert " WARNING " in rejected and "ResolvedRefs=False" in rejected
+    [unserved] = [line for line in lines if "FluxGatePolicy" in line]
+    assert " WARNING " in unserved and "not enforced" in unserved
+    assert echoed(request(port, "/")[2])["backend"] == "a"
