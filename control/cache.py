@@ -64,6 +64,9 @@ class ObjectCache:
         self._position: dict[ObjectKey, int] = {}
         self.errors: tuple[LoadError, ...] = ()  # of the last apply
         self.warnings: tuple[LoadError, ...] = ()
+        # apply_changes: the objects whose latest version was rejected, until a
+        # valid one comes or they are deleted (what /debug/status shows).
+        self._rejected: dict[ObjectKey, LoadError] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -77,6 +80,10 @@ class ObjectCache:
 
     def entry(self, key: ObjectKey) -> Entry | None:
         return self._entries.get(key)
+
+    def rejected(self) -> list[LoadError]:
+        """Objects whose latest version is rejected now (``apply_changes``), by key."""
+        return [self._rejected[k] for k in sorted(self._rejected)]
 
     def objects(self) -> tuple[Resource, ...]:
         """Every current object, sorted by key (translate's input)."""
@@ -102,8 +109,10 @@ class ObjectCache:
         replaced: list[ObjectKey] = []
         for obj in deletes:
             key = validation.identify(obj)
-            if key is not None and self._entries.pop(key, None) is not None:
-                changed = keys_changed = True
+            if key is not None:
+                self._rejected.pop(key, None)
+                if self._entries.pop(key, None) is not None:
+                    changed = keys_changed = True
         for obj in upserts:
             key = validation.identify(obj)
             if key is None:
@@ -114,17 +123,24 @@ class ObjectCache:
                 resource = validation.parse(obj)
             except validation.Invalid as exc:
                 if last is None:
-                    errors.append(_problem(obj, key, f"rejected: {exc}"))
+                    error = _problem(obj, key, f"rejected: {exc}")
                 else:
-                    errors.append(_problem(obj, key, f"rejected, keeping the last good version: {exc}"))
+                    error = _problem(obj, key, f"rejected, keeping the last good version: {exc}")
+                errors.append(error)
+                self._rejected[key] = error
                 continue
+            self._rejected.pop(key, None)
             if last is None:
                 changed = keys_changed = True
             elif last.resource != resource:
                 changed = True
                 replaced.append(key)
             else:
-                continue  # equal: keep the object translate's memo knows (identity)
+                # Equal: keep the object translate's memo knows (identity); only
+                # where it is defined may have moved (a file source's duplicate).
+                if (last.file, last.document, last.item) != (obj.file, obj.document, obj.item):
+                    self._entries[key] = Entry(last.resource, obj.file, obj.document, obj.item)
+                continue
             self._entries[key] = Entry(resource, obj.file, obj.document, obj.item)
         if keys_changed or self._sorted is None:
             self._sorted = None

@@ -1,7 +1,7 @@
 """``fluxgate validate PATH``: check a configuration the way ``fluxgate run`` would read it.
 
 Made for users' CI pipelines. It runs the file-mode pipeline up to status and
-no further (FileSource → ObjectCache → translate), so it needs no cluster,
+no further (FileSource changes → ObjectCache → translate), so it needs no cluster,
 starts no worker and never touches shared memory.
 
 What fails a configuration (exit code 1), and nothing else:
@@ -165,15 +165,20 @@ def validate(path: str | os.PathLike[str]) -> Validation:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file or directory")
-    loaded = FileSource(path).load()
+    # What `fluxgate run` reads, read the same way (control/pipeline.py): the
+    # file source's changes into the cache.
+    source = FileSource(path)
+    changes = source.changes()
     cache = ObjectCache()
-    cache.apply(loaded)
+    cache.apply_changes(changes.upserts, changes.deletes)
     # An object of FluxGate's or Gateway API's groups that FluxGate does not
     # serve would be silently not enforced by `fluxgate run` (a warning there):
     # here it fails the configuration.
-    errors = cache.errors + tuple(replace(w, level="error") for w in cache.warnings if is_unserved(w))
+    errors = tuple(changes.errors) + cache.errors + tuple(
+        replace(w, level="error") for w in cache.warnings if is_unserved(w))
+    errors = tuple(sorted(errors, key=lambda e: (e.file, e.document, e.item)))  # path order
     warnings = tuple(w for w in cache.warnings if not is_unserved(w))
-    if not loaded.files and not loaded.failed:
+    if not source.files_read and not source.failed:
         # Most likely the wrong directory: an empty config must not pass CI silently.
         errors += (LoadError(path, "", "no YAML files (*.yaml, *.yml) found"),)
     objects = cache.objects()
@@ -183,8 +188,8 @@ def validate(path: str | os.PathLike[str]) -> Validation:
         sources[tuple(obj.key)] = entry.where if entry else ""
     return Validation(
         path=path,
-        files=tuple(loaded.files),
-        failed=loaded.failed,
+        files=tuple(source.files_read),
+        failed=source.failed,
         errors=errors,
         warnings=warnings,
         status=translate(objects, default_class="fluxgate").status,
