@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -194,3 +195,39 @@ def test_reload_rejection_and_unserved_kind_are_warnings(tmp_path, gateway_facto
     [unserved] = [line for line in lines if "FluxGatePolicy" in line]
     assert " WARNING " in unserved and "not enforced" in unserved
     assert echoed(request(port, "/")[2])["backend"] == "a"
+
+
+def test_reload_document_without_identity_keeps_the_files_last_good_version(
+        tmp_path, gateway_factory, echo_factory, port):
+    # Defect 2: a Gateway without metadata.name (or a document that is a list)
+    # used to remove every object of its file: the listener went away.
+    a = echo_factory("a")
+    cfg = tmp_path / "gw.yaml"
+    good = objects(port, {"a": [a.port]}, _routes("a"))
+    write_config(cfg, good)
+    gw = gateway_factory(cfg)
+    gen = gw.debug_config()["generation"]
+    nameless = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {},
+                "spec": {"gatewayClassName": "fluxgate", "listeners": []}}
+    for n, bad in enumerate([nameless, ["a", "list"]], start=1):
+        write_config(cfg, good + [bad])
+        deadline = time.monotonic() + 5
+        while not _status(gw)["config_errors"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [error] = _status(gw)["config_errors"]
+        assert str(cfg) in error and "(document" in error
+        assert echoed(request(port, "/")[2])["backend"] == "a"  # the listener keeps serving
+        assert gw.debug_config()["generation"] == gen  # nothing published
+        metrics = gw.admin("/metrics")[2].decode()
+        assert f'fluxgate_config_errors_total{{kind="",reason="identity"}} {float(n)}' in metrics
+        write_config(cfg, good)
+        deadline = time.monotonic() + 5
+        while _status(gw)["config_errors"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _status(gw)["config_errors"] == []
+    assert "config rejected; keeping the last good version" in gw.log()
+    assert echoed(request(port, "/")[2])["backend"] == "a"
+
+
+def _status(gw) -> dict:
+    return json.loads(gw.admin("/debug/status")[2])
