@@ -547,10 +547,13 @@ class Fluxgate:
     """One ``fluxgate run --config`` in file mode, watched through its admin port."""
 
     def __init__(self, workdir: Path, workers: int, upstream_port: int, command: str | None = None,
-                 tag: str = "perf"):
+                 tag: str = "perf", env: dict[str, str] | None = None, config_path: Path | None = None):
         self.workdir, self.workers, self.upstream_port = workdir, workers, upstream_port
         self.listen_port, self.admin_port = free_ports(2)
-        self.config_path = workdir / "fluxgate.yaml"
+        # config_path may be a directory the caller fills (file_churn.py); start()
+        # writes the default one-file config only when nothing is there.
+        self.config_path = config_path if config_path is not None else workdir / "fluxgate.yaml"
+        self.extra_env = dict(env or {})  # more FLUXGATE_* settings; they win over the defaults
         self.argv, self.cwd = fluxgate_command(command)
         self.shard = f"{tag}-{os.getpid()}"
         self.proc: Proc | None = None
@@ -560,18 +563,7 @@ class Fluxgate:
 
     def start(self, timeout: float = 60.0) -> dict:
         """Start, wait for /readyz, then until every worker serves the table."""
-        if not self.config_path.exists():
-            self.write_config()
-        # Only the contract's variables: FluxGate rejects unknown FLUXGATE_* names,
-        # and an inherited one would silently change what we measure.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXGATE_")}
-        env.update(FLUXGATE_WORKERS=str(self.workers), FLUXGATE_ADMIN_PORT=str(self.admin_port),
-                   FLUXGATE_ADMIN_ADDRESS=LOOPBACK, FLUXGATE_BIND_ADDRESS=LOOPBACK,
-                   FLUXGATE_SHARD=self.shard, FLUXGATE_LOG_LEVEL="warning")
-        argv = [*self.argv, "run", "--config", str(self.config_path)]
-        # Generous deadline: FluxGate drains in-flight requests on SIGTERM.
-        self.proc = Proc("fluxgate", argv, self.workdir / "fluxgate.log", env=env, cwd=self.cwd,
-                         stop_deadline=40.0).start()
+        self.launch()
         deadline = time.monotonic() + timeout
         while True:
             self.proc.check_alive()
@@ -586,6 +578,23 @@ class Fluxgate:
         cfg = self.wait_generation(1, max(1.0, deadline - time.monotonic()))
         wait_http_ok(self.listen_port, self.proc, 10.0)
         return cfg
+
+    def launch(self) -> Proc:
+        """Start the process and return at once (start() also waits for it to serve)."""
+        if not self.config_path.exists():
+            self.write_config()
+        # Only the contract's variables: FluxGate rejects unknown FLUXGATE_* names,
+        # and an inherited one would silently change what we measure.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXGATE_")}
+        env.update(FLUXGATE_WORKERS=str(self.workers), FLUXGATE_ADMIN_PORT=str(self.admin_port),
+                   FLUXGATE_ADMIN_ADDRESS=LOOPBACK, FLUXGATE_BIND_ADDRESS=LOOPBACK,
+                   FLUXGATE_SHARD=self.shard, FLUXGATE_LOG_LEVEL="warning")
+        env.update(self.extra_env)
+        argv = [*self.argv, "run", "--config", str(self.config_path)]
+        # Generous deadline: FluxGate drains in-flight requests on SIGTERM.
+        self.proc = Proc("fluxgate", argv, self.workdir / "fluxgate.log", env=env, cwd=self.cwd,
+                         stop_deadline=40.0).start()
+        return self.proc
 
     def debug_config(self) -> dict:
         status, body = http_get(self.admin_port, "/debug/config", 2.0)
