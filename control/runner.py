@@ -44,7 +44,7 @@ from control.compile import CompileMemo, compile_table
 from control.config import Config, ConfigError
 from control.explain import ExplainError, explain_request
 from control.holdoff import Holdoff
-from control.pipeline import Build, Pipeline
+from control.pipeline import Build, Pipeline, tune_process
 from control.publish import Publisher
 from control.sources.files import FileSource
 from control.supervisor import Supervisor
@@ -121,6 +121,7 @@ class Runner:
     # --- life cycle ---------------------------------------------------------------
 
     async def run(self) -> int:
+        tune_process()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop)

@@ -70,7 +70,7 @@ from control.controller.leader import LeaderElector
 from control.sources import kubernetes as kube
 from control.controller.status_writer import PassResult, StatusWriter
 from control.holdoff import Holdoff
-from control.pipeline import Build, Pipeline
+from control.pipeline import Build, Pipeline, tune_process
 from control.servers.webhook import Webhook
 
 log = logging.getLogger("fluxgate.controller")
@@ -170,6 +170,7 @@ class Controller:
     # --- life cycle ---------------------------------------------------------------------
 
     async def run(self) -> int:
+        tune_process()
         self._loop = loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop)

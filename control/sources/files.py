@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -103,6 +104,9 @@ class _File:
     objects: dict[ObjectKey, list[KObject]] = field(default_factory=dict)
     unkeyed: list[KObject] = field(default_factory=list)  # kinds validation does not know
     problems: list[LoadError] = field(default_factory=list)  # while it fails, why
+    # Each document's text (hashed) → what it parsed to, from the last read: an
+    # edit to one document of a thousand parses that one (``_documents``).
+    parsed: dict[bytes, list] = field(default_factory=dict)
 
 
 class FileSource:
@@ -286,7 +290,7 @@ def _reread(path: str, f: _File, touched: set[ObjectKey], unkeyed: list[KObject]
         if digest == f.digest:  # the last good content again (touched, or fixed back)
             f.problems = []
             return True
-        objects, problems, _ = _parse(path, data)
+        objects, problems, _ = _parse(path, data, f.parsed)
     if problems:  # keep the last good version whole
         f.problems = problems
         return True
@@ -312,7 +316,8 @@ def _reread(path: str, f: _File, touched: set[ObjectKey], unkeyed: list[KObject]
 
 
 def _differ(a: list[KObject], b: list[KObject]) -> bool:
-    return len(a) != len(b) or any(x.raw != y.raw or x.where != y.where for x, y in zip(a, b))
+    return len(a) != len(b) or any((x.raw is not y.raw and x.raw != y.raw) or x.where != y.where
+                                   for x, y in zip(a, b))
 
 
 def _read(path: str) -> tuple[bytes | None, list[LoadError]]:
@@ -323,11 +328,54 @@ def _read(path: str) -> tuple[bytes | None, list[LoadError]]:
         return None, [LoadError(path, "", f"cannot read: {_oserror(exc)}")]
 
 
-def _parse(path: str, data: bytes) -> tuple[list[KObject], list[LoadError], bool]:
+# A document marker: "---" at the start of a line, then a blank or the end. The
+# spec forbids it inside any scalar, so it always starts a document.
+_MARKER = re.compile(rb"^---(?=[ \t\r\n]|$)", re.M)
+_DIRECTIVE = re.compile(rb"^%", re.M)
+
+
+def _documents(data: bytes, cache: dict[bytes, list] | None) -> list:
+    """``yaml.load_all(data)``, parsing only the documents whose text is not in
+    ``cache`` (then holding this content's documents: text hash → parsed).
+
+    Documents are parsed alone, which the spec makes equivalent (anchors and
+    tags do not cross documents). Whatever this cannot cut with certainty - a
+    directive ("%YAML", "%TAG"), a piece that holds more or less than one
+    document ("..." end markers), a YAML error (its line numbers must be the
+    file's) - is parsed whole, as before. An unchanged document is handed back
+    as the very same object, so the object it defines compares by identity."""
+    if cache is None or _DIRECTIVE.search(data):
+        return list(yaml.load_all(data, Loader=_Loader))
+    starts = [m.start() for m in _MARKER.finditer(data)]
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    known, fresh = dict(cache), {}
+    cache.clear()
+    documents = []
+    for i, start in enumerate(starts):
+        piece = data[start:starts[i + 1] if i + 1 < len(starts) else len(data)]
+        digest = hashlib.blake2b(piece, digest_size=16).digest()
+        docs = known.get(digest) or fresh.get(digest)
+        if docs is None:
+            try:
+                docs = list(yaml.load_all(piece, Loader=_Loader))
+            except yaml.YAMLError:
+                docs = None
+            if docs is None or len(docs) > 1 or (not docs and i > 0):
+                return list(yaml.load_all(data, Loader=_Loader))  # raises the file's error
+            fresh[digest] = docs
+        cache[digest] = docs
+        documents.extend(docs)
+    return documents
+
+
+def _parse(path: str, data: bytes, cache: dict[bytes, list] | None = None
+           ) -> tuple[list[KObject], list[LoadError], bool]:
     """The objects of one file's content, the documents that could not be
-    identified, and whether the file parsed at all (False: a YAML error)."""
+    identified, and whether the file parsed at all (False: a YAML error).
+    ``cache``: see ``_documents``."""
     try:
-        documents = list(yaml.load_all(data, Loader=_Loader))
+        documents = _documents(data, cache)
     except yaml.YAMLError as exc:
         return [], [LoadError(path, "", f"YAML parse error {_yaml_reason(exc)}")], False
     except UnicodeDecodeError as exc:

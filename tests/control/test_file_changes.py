@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+import yaml
+
 from control.cache import ObjectCache
 from control.objects.resources import ObjectKey
 from control.sources import files
@@ -51,8 +54,8 @@ def _rewrite(path, text: str) -> None:
 def _parsed(monkeypatch) -> list[str]:
     seen: list[str] = []
     real = files._parse
-    monkeypatch.setattr(files, "_parse", lambda path, data: seen.append(os.path.basename(path))
-                        or real(path, data))
+    monkeypatch.setattr(files, "_parse", lambda path, *args: seen.append(os.path.basename(path))
+                        or real(path, *args))
     return seen
 
 
@@ -154,3 +157,38 @@ def test_file_changes_keep_unchanged_objects_so_translation_reuses_their_routes(
     result = translate(cache.objects(), memo=memo)
     assert (memo.routes.reused, memo.routes.computed) == (49, 1)
     assert "/edited" in repr(result.ir)
+
+
+def test_file_changes_an_edit_parses_only_the_documents_that_changed(write, tmp_path, monkeypatch):
+    path = write("a.yaml", _svc(("a1", 80), ("a2", 80), ("a3", 80)))
+    source = FileSource(tmp_path)
+    source.changes()
+    pieces: list[bytes] = []
+    real = yaml.load_all
+    monkeypatch.setattr(files.yaml, "load_all", lambda data, **kw: pieces.append(data) or real(data, **kw))
+    _rewrite(path, _svc(("a1", 80), ("a2", 81), ("a3", 80)))
+    ch = source.changes()
+    assert _names(ch.upserts) == ["a2"] and len(pieces) == 1 and b"a2" in pieces[0]
+
+
+@pytest.mark.parametrize("text", [
+    "# only a comment\n---\na: 1\n---\n---\nb: [1, 2]\n",
+    "a: 1\n--- {b: 2}\n--- |\n  text\n  --- not a marker\n",
+    "a: 1\n...\n---\nb: 2\n...\n",
+    "%YAML 1.1\n---\na: 1\n---\nb: &x 2\n",
+    "---\n",
+    "",
+])
+def test_file_documents_parsed_one_by_one_equal_the_whole_file(text):
+    data = text.encode()
+    whole = list(yaml.load_all(data, Loader=files._Loader))
+    cache: dict = {}
+    assert files._documents(data, cache) == whole
+    assert files._documents(data, cache) == whole  # again, from the cache
+
+
+def test_file_documents_yaml_error_names_the_files_line(write, tmp_path):
+    path = write("a.yaml", _svc(("a1", 80)) + "---\nkind: [unclosed\n")
+    ch = FileSource(tmp_path).changes()
+    [error] = ch.errors
+    assert "YAML parse error at line 7" in str(error)

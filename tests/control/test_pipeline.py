@@ -81,10 +81,11 @@ def test_pipeline_builds_off_the_loop_and_hands_over_whole(write, tmp_path):
         p.start()
         await asyncio.to_thread(h.entered.wait, 10)
         _rewrite(path, (GATEWAY % 8082).replace("name: http", "name: web"))
-        p.poll(2.0)
+        p.poll(2.0)  # not while a build runs: the first poll after it sees the change
         assert p.due() is None  # one build at a time
         h.release.set()
         await h.finished()
+        p.poll(3.0)
         assert p.due() is not None
         p.start()
         await h.finished()
