@@ -65,6 +65,7 @@ class RouteSet:
 
     def __init__(self) -> None:
         self.context: tuple | None = None
+        self.fresh_context = True
         self._reset()
         self.reused = self.computed = 0
         self.fresh: list[ObjectKey] = []  # routes whose outcome the last call computed
@@ -86,7 +87,7 @@ class RouteSet:
 
     def attach_all(
         self,
-        kinds: Iterable[tuple[Iterable[Any], RulesOf]],
+        kinds: Iterable[tuple[dict[ObjectKey, Any], RulesOf]],
         context: tuple,
         store: Store,
         gateways: dict[ObjectKey, GatewayState],
@@ -94,31 +95,40 @@ class RouteSet:
         report: StatusReport,
         controller_name: str,
     ) -> tuple[ir.Route, ...]:
-        """Attach every route of ``kinds`` ((routes, rules_of) per kind), recording
+        """Attach every route of ``kinds`` ((routes by key, rules_of) per kind), recording
         status in ``report`` and attachments in ``gateways``' listeners; the
         routes served by at least one listener, sorted by ref."""
         # Identity short-cuts the comparison of every unchanged object.
-        if context != self.context:
+        self.fresh_context = context != self.context
+        if self.fresh_context:
             self.context = context
             self._reset()
         previous = self.outcomes
-        current: dict[ObjectKey, Outcome] = {}
         self.computed = 0
         self.fresh = []
-        for routes, rules_of in kinds:
-            for route in routes:
-                key = route.key
-                old = previous.get(key)
-                if old is not None and old.route is route:
-                    current[key] = old
-                    continue
-                new = _outcome(route, rules_of, store, gateways, resolver, controller_name)
-                self.computed += 1
-                self.fresh.append(key)
-                if old is not None:
-                    self._take(old)
-                self._put(new)
-                current[key] = new
+        replaced = store.replaced_routes
+        if replaced is not None and previous and not self.fresh_context:
+            # Only these routes were replaced in place (Store.replaced): every
+            # other route is the very object its outcome was computed from.
+            current = dict(previous)
+            for key in replaced:
+                for routes, rules_of in kinds:
+                    route = routes.get(key)
+                    if route is not None:
+                        self._attach(route, rules_of, previous.get(key), current, store, gateways,
+                                     resolver, controller_name)
+                        break
+        else:
+            current = {}
+            for routes, rules_of in kinds:
+                for route in routes.values():
+                    key = route.key
+                    old = previous.get(key)
+                    if old is not None and old.route is route:
+                        current[key] = old
+                        continue
+                    self._attach(route, rules_of, old, current, store, gateways, resolver,
+                                 controller_name)
         if len(current) != len(previous) or self.computed:
             for key, old in previous.items():
                 if key not in current:
@@ -129,6 +139,19 @@ class RouteSet:
         if self._served_sorted is None:
             self._served_sorted = tuple(sorted(self._served.values(), key=_REF))
         return self._served_sorted
+
+    def _attach(self, route, rules_of: RulesOf, old: "Outcome | None", current: dict,
+                store: Store, gateways: dict[ObjectKey, GatewayState], resolver: BackendResolver,
+                controller_name: str) -> None:
+        if old is not None and old.route is route:
+            return
+        new = _outcome(route, rules_of, store, gateways, resolver, controller_name)
+        self.computed += 1
+        self.fresh.append(route.key)
+        if old is not None:
+            self._take(old)
+        self._put(new)
+        current[route.key] = new
 
     # --- the sums -----------------------------------------------------------------
 
