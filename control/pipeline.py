@@ -214,7 +214,7 @@ class Pipeline:
             # Here, not on the loop: at 100k objects the comparison takes 0.1-0.2 s.
             # ``self.status`` is the last handed-off report: it changes only
             # between builds.
-            build.status_lines = build.translation.status.judged_changes_since(self.status)
+            build.status_lines = _fewer(build.translation.status.judged_changes_since(self.status))
         except Exception as exc:
             build.failed = exc
         return build
@@ -281,6 +281,23 @@ class Pipeline:
         self._froze = True
         gc.freeze()
         gc.enable()
+
+
+MAX_STATUS_LINES = 1000
+
+
+def _fewer(lines: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """At most ``MAX_STATUS_LINES`` status lines per build: past that (the first
+    table of a large configuration: one line per object, 100k lines of
+    "Accepted=True" cost seconds of CPU and say nothing), the failing ones and
+    a count; /debug/status has every object."""
+    if len(lines) <= MAX_STATUS_LINES:
+        return lines
+    failing = [pair for pair in lines if pair[1]]
+    shown = failing[:MAX_STATUS_LINES]
+    more = len(lines) - len(shown)
+    return shown + [(f"{more} more lines ({len(failing) - len(shown)} failing) not logged: "
+                     "see /debug/status", False)]
 
 
 class _StatusLog:

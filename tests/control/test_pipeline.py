@@ -146,3 +146,14 @@ def test_error_labels_name_the_kind_and_reason():
     assert error_labels(LoadError("a.yaml", "HTTPRoute default/r", "rejected: x", 1)) == ("HTTPRoute", "invalid")
     assert error_labels(LoadError("b.yaml", "Gateway default/gw", "ignored: duplicate of the one in a.yaml",
                                   1)) == ("Gateway", "duplicate")
+
+
+def test_pipeline_logs_at_most_a_thousand_status_lines_per_build():
+    from control.pipeline import MAX_STATUS_LINES, _fewer
+
+    lines = [(f"HTTPRoute default/r{i}: Accepted=True", False) for i in range(5000)]
+    lines[7] = ("HTTPRoute default/r7: Accepted=False (NoMatchingParent)", True)
+    out = _fewer(lines)
+    assert out[0] == lines[7] and len(out) == 2
+    assert out[1] == ("4999 more lines (0 failing) not logged: see /debug/status", False)
+    assert _fewer(lines[:MAX_STATUS_LINES]) == lines[:MAX_STATUS_LINES]
