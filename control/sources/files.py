@@ -104,9 +104,9 @@ class _File:
     objects: dict[ObjectKey, list[KObject]] = field(default_factory=dict)
     unkeyed: list[KObject] = field(default_factory=list)  # kinds validation does not know
     problems: list[LoadError] = field(default_factory=list)  # while it fails, why
-    # Each document's text (hashed) → what it parsed to, from the last read: an
+    # Document number → (hash of its text, its objects), from the last read: an
     # edit to one document of a thousand parses that one (``_documents``).
-    parsed: dict[bytes, list] = field(default_factory=dict)
+    documents: dict[int, tuple[bytes, list[KObject]]] = field(default_factory=dict)
 
 
 class FileSource:
@@ -204,18 +204,19 @@ class FileSource:
         errors: list[LoadError] = []
         touched: set[ObjectKey] = set()
         unkeyed: list[KObject] = []
+        fresh: dict[int, KObject] = {}  # id(kept object) → the whole object read now
         old_files, self._files = self._files, {}
         for path in paths:
             f = old_files.pop(path, None) or _File()
             self._files[path] = f
-            if _reread(path, f, touched, unkeyed):
+            if _reread(path, f, touched, unkeyed, fresh):
                 errors.extend(f.problems)
         for f in old_files.values():  # files gone: their objects too
             touched.update(f.objects)
-        upserts, deletes = self._resolve(touched, errors)
-        return Changes(upserts + unkeyed, deletes, errors=errors)
+        upserts, deletes = self._resolve(touched, errors, fresh)
+        return Changes(upserts + [fresh.get(id(o), o) for o in unkeyed], deletes, errors=errors)
 
-    def _resolve(self, touched: set[ObjectKey], errors: list[LoadError]
+    def _resolve(self, touched: set[ObjectKey], errors: list[LoadError], fresh: dict[int, KObject]
                  ) -> tuple[list[KObject], list[KObject]]:
         """The winner of each touched key (first in path order) against what was
         handed out: upserts and deletes; duplicates reported."""
@@ -240,8 +241,10 @@ class FileSource:
                                         f"ignored: duplicate of the one in {winner.where}",
                                         other.document, other.item))
             if winner is not last:
-                self._delivered[key] = winner
-                upserts.append(winner)
+                whole = fresh.get(id(winner)) or _whole(winner)
+                if whole is not None:  # None: its file changed meanwhile; the next call reads it
+                    self._delivered[key] = winner
+                    upserts.append(whole)
         return upserts, deletes
 
     # --- a snapshot ---------------------------------------------------------------
@@ -259,7 +262,7 @@ class FileSource:
             data, problems = _read(path)
             parsed = False
             if data is not None:
-                objects, problems, parsed = _parse(path, data)
+                objects, problems, parsed, _ = _parse(path, data)
                 loaded.objects.extend(objects)
             loaded.errors.extend(problems)
             if not parsed:
@@ -271,11 +274,17 @@ class FileSource:
 # --- one file ------------------------------------------------------------------
 
 
-def _reread(path: str, f: _File, touched: set[ObjectKey], unkeyed: list[KObject]) -> bool:
+def _reread(path: str, f: _File, touched: set[ObjectKey], unkeyed: list[KObject],
+            fresh: dict[int, KObject]) -> bool:
     """Bring ``f`` up to date with the file at ``path`` if it changed; add the
     keys it defined before or defines now to ``touched`` and its objects of
     kinds without a key to ``unkeyed``. True if it was read (its problems are
-    then this call's findings)."""
+    then this call's findings).
+
+    What is kept of each object is its identity only (``_light``): the whole
+    objects read now go to ``fresh`` (by id of what is kept) for this call's
+    upserts and are dropped after, so the source does not hold every raw
+    document (at 100k routes, some 300 MB)."""
     try:
         st = os.stat(path)
         mark: tuple | None = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -290,11 +299,26 @@ def _reread(path: str, f: _File, touched: set[ObjectKey], unkeyed: list[KObject]
         if digest == f.digest:  # the last good content again (touched, or fixed back)
             f.problems = []
             return True
-        objects, problems, _ = _parse(path, data, f.parsed)
+        objects, problems, _, documents = _parse(path, data, f.documents)
     if problems:  # keep the last good version whole
         f.problems = problems
         return True
     f.digest, f.problems = digest, []
+    kept: dict[int, KObject] = {}  # id(whole) → what is kept of it
+    for number, (text, objs) in documents.items():
+        known = f.documents.get(number)
+        if known is None or known[1] is not objs:  # read now: keep only identities
+            lights = []
+            for obj in objs:
+                light = kept[id(obj)] = _light(obj)
+                fresh[id(light)] = obj
+                lights.append(light)
+            documents[number] = (text, lights)
+    f.documents = documents
+    objects = [kept.get(id(o), o) for o in objects]
+    for obj in objects:
+        if obj.document not in documents:  # parsed whole (a directive): kept whole
+            fresh[id(obj)] = obj
     new: dict[ObjectKey, list[KObject]] = {}
     f.unkeyed = []
     for obj in objects:
@@ -316,8 +340,33 @@ def _reread(path: str, f: _File, touched: set[ObjectKey], unkeyed: list[KObject]
 
 
 def _differ(a: list[KObject], b: list[KObject]) -> bool:
-    return len(a) != len(b) or any((x.raw is not y.raw and x.raw != y.raw) or x.where != y.where
-                                   for x, y in zip(a, b))
+    """An object of an unchanged document is the very one kept from the last
+    read; any other (a document changed, or moved) counts as changed."""
+    return len(a) != len(b) or any(x is not y for x, y in zip(a, b))
+
+
+def _light(obj: KObject) -> KObject:
+    """What the source keeps of an object: enough to identify it (and delete it)."""
+    meta = obj.raw["metadata"]
+    ident = {"name": meta["name"]}
+    if "namespace" in meta:
+        ident["namespace"] = meta["namespace"]
+    return KObject({"apiVersion": obj.raw["apiVersion"], "kind": obj.raw["kind"], "metadata": ident},
+                   obj.file, obj.document, obj.item)
+
+
+def _whole(light: KObject) -> KObject | None:
+    """The whole object of a kept one, read again from its file (a duplicate's
+    other copy that now wins); None if it is no longer where it was."""
+    data, _ = _read(light.file)
+    if data is None:
+        return None
+    try:
+        objects, problems, parsed, _ = _parse(light.file, data)
+    except Exception:  # pragma: no cover - _parse reports, never raises
+        return None
+    return next((o for o in objects if (o.document, o.item) == (light.document, light.item)
+                 and validation.identify(o) == validation.identify(light)), None)
 
 
 def _read(path: str) -> tuple[bytes | None, list[LoadError]]:
@@ -334,75 +383,91 @@ _MARKER = re.compile(rb"^---(?=[ \t\r\n]|$)", re.M)
 _DIRECTIVE = re.compile(rb"^%", re.M)
 
 
-def _documents(data: bytes, cache: dict[bytes, list] | None) -> list:
-    """``yaml.load_all(data)``, parsing only the documents whose text is not in
-    ``cache`` (then holding this content's documents: text hash → parsed).
+_SAME = object()  # a document unchanged at its place: its objects are the last read's
+
+
+def _documents(data: bytes, known: dict[int, tuple[bytes, list]] | None
+               ) -> list[tuple[int, bytes | None, Any]]:
+    """``yaml.load_all(data)`` as (document number, hash of its text, document),
+    parsing only the documents not in ``known`` at their number (those are
+    ``_SAME``).
 
     Documents are parsed alone, which the spec makes equivalent (anchors and
     tags do not cross documents). Whatever this cannot cut with certainty - a
     directive ("%YAML", "%TAG"), a piece that holds more or less than one
     document ("..." end markers), a YAML error (its line numbers must be the
-    file's) - is parsed whole, as before. An unchanged document is handed back
-    as the very same object, so the object it defines compares by identity."""
-    if cache is None or _DIRECTIVE.search(data):
-        return list(yaml.load_all(data, Loader=_Loader))
+    file's) - is parsed whole, as before, with no hash (read whole next time too)."""
+    if known is None or _DIRECTIVE.search(data):
+        return [(n, None, doc) for n, doc in enumerate(yaml.load_all(data, Loader=_Loader), start=1)]
     starts = [m.start() for m in _MARKER.finditer(data)]
     if not starts or starts[0] != 0:
         starts.insert(0, 0)
-    known, fresh = dict(cache), {}
-    cache.clear()
-    documents = []
+    out: list[tuple[int, bytes | None, Any]] = []
     for i, start in enumerate(starts):
         piece = data[start:starts[i + 1] if i + 1 < len(starts) else len(data)]
         digest = hashlib.blake2b(piece, digest_size=16).digest()
-        docs = known.get(digest) or fresh.get(digest)
-        if docs is None:
-            try:
-                docs = list(yaml.load_all(piece, Loader=_Loader))
-            except yaml.YAMLError:
-                docs = None
-            if docs is None or len(docs) > 1 or (not docs and i > 0):
-                return list(yaml.load_all(data, Loader=_Loader))  # raises the file's error
-            fresh[digest] = docs
-        cache[digest] = docs
-        documents.extend(docs)
-    return documents
+        number = len(out) + 1
+        hit = known.get(number)
+        if hit is not None and hit[0] == digest:
+            out.append((number, digest, _SAME))
+            continue
+        try:
+            docs = list(yaml.load_all(piece, Loader=_Loader))
+        except yaml.YAMLError:
+            docs = None
+        if docs is None or len(docs) > 1 or (not docs and i > 0):
+            return _documents(data, None)  # raises the file's own error, if any
+        if docs:
+            out.append((number, digest, docs[0]))
+    return out
 
 
-def _parse(path: str, data: bytes, cache: dict[bytes, list] | None = None
-           ) -> tuple[list[KObject], list[LoadError], bool]:
+def _parse(path: str, data: bytes, known: dict[int, tuple[bytes, list[KObject]]] | None = None
+           ) -> tuple[list[KObject], list[LoadError], bool, dict[int, tuple[bytes, list[KObject]]]]:
     """The objects of one file's content, the documents that could not be
-    identified, and whether the file parsed at all (False: a YAML error).
-    ``cache``: see ``_documents``."""
+    identified, whether the file parsed at all (False: a YAML error), and its
+    documents by number with their objects (those ``known`` and unchanged are
+    the known objects, by identity; see ``_documents``)."""
     try:
-        documents = _documents(data, cache)
+        entries = _documents(data, known)
     except yaml.YAMLError as exc:
-        return [], [LoadError(path, "", f"YAML parse error {_yaml_reason(exc)}")], False
+        return [], [LoadError(path, "", f"YAML parse error {_yaml_reason(exc)}")], False, {}
     except UnicodeDecodeError as exc:
-        return [], [LoadError(path, "", f"not valid UTF-8: {exc.reason}")], False
+        return [], [LoadError(path, "", f"not valid UTF-8: {exc.reason}")], False, {}
     objects: list[KObject] = []
     problems: list[LoadError] = []
+    documents: dict[int, tuple[bytes, list[KObject]]] = {}
 
-    def add(doc: Any, document: int, item: int) -> None:
-        problem = _identity_problem(doc)
-        if problem:
-            problems.append(LoadError(path, "", problem, document, item))
-        else:
-            objects.append(KObject(doc, path, document, item))
-
-    for number, doc in enumerate(documents, start=1):
-        if doc is None:  # an empty document, e.g. after a trailing "---"
+    for number, digest, doc in entries:
+        if doc is _SAME:
+            assert known is not None
+            documents[number] = known[number]
+            objects.extend(known[number][1])
             continue
-        if isinstance(doc, dict) and doc.get("kind") == "List" and "items" in doc:
+        mine: list[KObject] = []
+
+        def add(doc: Any, item: int) -> None:
+            problem = _identity_problem(doc)
+            if problem:
+                problems.append(LoadError(path, "", problem, number, item))
+            else:
+                mine.append(KObject(doc, path, number, item))
+
+        if doc is None:  # an empty document, e.g. after a trailing "---"
+            pass
+        elif isinstance(doc, dict) and doc.get("kind") == "List" and "items" in doc:
             items = doc["items"] or []
             if not isinstance(items, list):
                 problems.append(LoadError(path, "", "List items must be a list", number))
-                continue
-            for index, item in enumerate(items, start=1):
-                add(item, number, index)
-            continue
-        add(doc, number, 0)
-    return objects, problems, True
+            else:
+                for index, item in enumerate(items, start=1):
+                    add(item, index)
+        else:
+            add(doc, 0)
+        objects.extend(mine)
+        if digest is not None:
+            documents[number] = (digest, mine)
+    return objects, problems, True, documents
 
 
 def _identity_problem(doc: Any) -> str:

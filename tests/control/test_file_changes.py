@@ -131,8 +131,18 @@ def test_file_changes_duplicates_first_in_path_order_wins(write, tmp_path):
                                f"duplicate of the one in {tmp_path}/a.yaml (document 1)")
     (tmp_path / "a.yaml").unlink()
     ch = source.changes()
-    [web] = ch.upserts  # the other copy takes over
+    [web] = ch.upserts  # the other copy takes over, whole (read again: it was kept light)
     assert web.file == str(tmp_path / "b.yaml") and ch.deletes == [] and ch.errors == []
+    assert web.raw["spec"]["ports"][0]["port"] == 81
+
+
+def test_file_changes_keep_only_identities_of_what_they_hand_out(write, tmp_path):
+    # The source does not hold every raw document: the cache parsed them.
+    write("a.yaml", _svc(("a1", 80), ("a2", 80)))
+    source = FileSource(tmp_path)
+    assert all("spec" in o.raw for o in source.changes().upserts)
+    kept = [o for f in source._files.values() for objs in f.objects.values() for o in objs]
+    assert len(kept) == 2 and all(set(o.raw) == {"apiVersion", "kind", "metadata"} for o in kept)
 
 
 def test_file_changes_keep_unchanged_objects_so_translation_reuses_their_routes(write, tmp_path):
@@ -182,9 +192,12 @@ def test_file_changes_an_edit_parses_only_the_documents_that_changed(write, tmp_
 def test_file_documents_parsed_one_by_one_equal_the_whole_file(text):
     data = text.encode()
     whole = list(yaml.load_all(data, Loader=files._Loader))
-    cache: dict = {}
-    assert files._documents(data, cache) == whole
-    assert files._documents(data, cache) == whole  # again, from the cache
+    first = files._documents(data, {})
+    assert [n for n, _, _ in first] == list(range(1, len(whole) + 1))
+    assert [doc for _, _, doc in first] == whole
+    known = {n: (digest, []) for n, digest, _ in first if digest is not None}
+    for n, _, doc in files._documents(data, known):  # again: the known ones are not parsed
+        assert doc is files._SAME if n in known else doc == whole[n - 1]
 
 
 def test_file_documents_yaml_error_names_the_files_line(write, tmp_path):
