@@ -114,10 +114,6 @@ class Runner:
     def status(self):
         return self.pipeline.status
 
-    @property
-    def config_errors(self) -> int:
-        return sum(self.pipeline.config_errors.values())
-
     # --- life cycle ---------------------------------------------------------------
 
     async def run(self) -> int:

@@ -270,10 +270,6 @@ class Controller:
         """The last StatusReport (None before the first translation)."""
         return self.pipeline.status
 
-    @property
-    def config_errors(self) -> int:
-        return sum(self.pipeline.config_errors.values())
-
     def _translated(self, build: Build) -> None:
         self.translations += 1
         self._pass_wanted = True

@@ -12,6 +12,7 @@ from control.objects.resources import ObjectKey
 from control.sources import files
 from control.sources.files import FileSource
 from control.translate import Memo, translate
+from tests.control.test_object_cache import GATEWAY as GATEWAY_AT, ROUTE
 
 SERVICE = """\
 apiVersion: v1
@@ -19,20 +20,7 @@ kind: Service
 metadata: {name: %s}
 spec: {ports: [{port: %d}]}
 """
-GATEWAY = """\
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec: {gatewayClassName: fluxgate, listeners: [{name: http, port: 8080, protocol: HTTP}]}
-"""
-ROUTE = """\
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: %s}
-spec:
-  parentRefs: [{name: gw}]
-  rules: [{matches: [{path: {type: PathPrefix, value: /%s}}], backendRefs: [{name: web, port: 80}]}]
-"""
+GATEWAY = GATEWAY_AT % 8080
 
 
 def _svc(*specs: tuple[str, int]) -> str:
@@ -148,7 +136,7 @@ def test_file_changes_keep_only_identities_of_what_they_hand_out(write, tmp_path
 def test_file_changes_keep_unchanged_objects_so_translation_reuses_their_routes(write, tmp_path):
     write("a-gw.yaml", GATEWAY + "---\n" + _svc(("web", 80)))
     for f in range(5):
-        write(f"r{f}.yaml", "---\n".join(ROUTE % (f"r{f}-{i}", f"p{f}-{i}") for i in range(10)))
+        write(f"r{f}.yaml", "---\n".join(ROUTE % (f"r{f}-{i}", f"/p{f}-{i}") for i in range(10)))
     source = FileSource(tmp_path)
     cache, memo = ObjectCache(), Memo()
     ch = source.changes()

@@ -10,14 +10,7 @@ from control.holdoff import Holdoff
 from control.pipeline import Pipeline, error_labels
 from control.objects.raw import LoadError
 from control.sources.files import FileSource
-
-GATEWAY = """\
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec: {gatewayClassName: fluxgate, listeners: [{name: http, port: %d, protocol: HTTP}]}
-"""
-
+from tests.control.test_object_cache import GATEWAY
 
 def _rewrite(path, text: str) -> None:
     st = os.stat(path)
@@ -50,6 +43,21 @@ class _Harness:
     async def finished(self) -> None:
         await asyncio.wait_for(self.idle.wait(), 10)
         self.idle.clear()
+
+
+async def _built(root) -> tuple[_Harness, Pipeline]:
+    """A harness whose builds run through, after its first build."""
+    h = _Harness(root)
+    h.release.set()
+    h.pipeline.start()
+    await h.finished()
+    return h, h.pipeline
+
+
+async def _rebuild(h: _Harness, now: float) -> None:
+    h.pipeline.poll(now)
+    h.pipeline.start()
+    await h.finished()
 
 
 def _ports(status) -> list:
@@ -98,17 +106,11 @@ def test_pipeline_failed_build_keeps_the_last_status_and_drops_the_memo(write, t
     path = write("gw.yaml", GATEWAY % 8080)
 
     async def main():
-        h = _Harness(tmp_path)
-        h.release.set()
-        p = h.pipeline
-        p.start()
-        await h.finished()
+        h, p = await _built(tmp_path)
         good, memo = p.status, p.memo
         h.fail = True
         _rewrite(path, GATEWAY % 8081)
-        p.poll(1.0)
-        p.start()
-        await h.finished()
+        await _rebuild(h, 1.0)
         assert p.status is good and len(h.built) == 1  # nothing handed off
         assert p.memo is not memo  # trust nothing half-done
 
@@ -119,22 +121,14 @@ def test_pipeline_counts_config_errors_and_lists_what_fails_now(write, tmp_path)
     path = write("gw.yaml", GATEWAY % 8080)
 
     async def main():
-        h = _Harness(tmp_path)
-        h.release.set()
-        p = h.pipeline
-        p.start()
-        await h.finished()
+        h, p = await _built(tmp_path)
         _rewrite(path, GATEWAY % 8080 + "---\n- a list\n")
-        p.poll(1.0)
-        p.start()
-        await h.finished()
+        await _rebuild(h, 1.0)
         assert p.config_errors == {("", "identity"): 1}
         [problem] = p.problems()
         assert "(document 2): expected a mapping" in str(problem)
         _rewrite(path, GATEWAY % 8080)
-        p.poll(2.0)
-        p.start()
-        await h.finished()
+        await _rebuild(h, 2.0)
         assert p.problems() == [] and p.config_errors == {("", "identity"): 1}
 
     asyncio.run(main())

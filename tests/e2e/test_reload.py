@@ -211,9 +211,7 @@ def test_reload_document_without_identity_keeps_the_files_last_good_version(
                 "spec": {"gatewayClassName": "fluxgate", "listeners": []}}
     for n, bad in enumerate([nameless, ["a", "list"]], start=1):
         write_config(cfg, good + [bad])
-        deadline = time.monotonic() + 5
-        while not _status(gw)["config_errors"] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _until(lambda: _status(gw)["config_errors"])
         [error] = _status(gw)["config_errors"]
         assert str(cfg) in error and "(document" in error
         assert echoed(request(port, "/")[2])["backend"] == "a"  # the listener keeps serving
@@ -221,12 +219,17 @@ def test_reload_document_without_identity_keeps_the_files_last_good_version(
         metrics = gw.admin("/metrics")[2].decode()
         assert f'fluxgate_config_errors_total{{kind="",reason="identity"}} {float(n)}' in metrics
         write_config(cfg, good)
-        deadline = time.monotonic() + 5
-        while _status(gw)["config_errors"] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _until(lambda: not _status(gw)["config_errors"])
         assert _status(gw)["config_errors"] == []
     assert "config rejected; keeping the last good version" in gw.log()
     assert echoed(request(port, "/")[2])["backend"] == "a"
+
+
+def _until(predicate, timeout: float = 5.0) -> None:
+    """Poll ``predicate`` until true or ``timeout`` (the asserts after it say what failed)."""
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _status(gw) -> dict:
