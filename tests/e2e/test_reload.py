@@ -173,22 +173,25 @@ def test_reload_removing_a_listener_keeps_accepted_connections(tmp_path, gateway
         holder.close()
 
 
-def test_reload_rejection_and_unserved_kind_are_warnings(tmp_path, gateway_factory, echo_factory, port):
+def _serving(tmp_path, gateway_factory, echo_factory, port):
+    """A gateway serving backend "a" from gw.yaml: (config path, its objects, gateway, generation)."""
     a = echo_factory("a")
     cfg = tmp_path / "gw.yaml"
     docs = objects(port, {"a": [a.port]}, _routes("a"))
     write_config(cfg, docs)
     gw = gateway_factory(cfg)
-    gen = gw.debug_config()["generation"]
+    return cfg, docs, gw, gw.debug_config()["generation"]
+
+
+def test_reload_rejection_and_unserved_kind_are_warnings(tmp_path, gateway_factory, echo_factory, port):
+    cfg, docs, gw, gen = _serving(tmp_path, gateway_factory, echo_factory, port)
     to_nowhere = route("nowhere", [{"matches": [{"path": {"type": "PathPrefix", "value": "/nowhere"}}],
                                     "backendRefs": [{"name": "missing", "port": 80}]}])
     policy = {"apiVersion": "fluxgate.io/v1alpha3", "kind": "FluxGatePolicy",
               "metadata": {"name": "limits", "namespace": "default"}, "spec": {}}
     write_config(cfg, docs + [to_nowhere, policy])
     gw.wait_generation(gen + 1)
-    deadline = time.monotonic() + 5
-    while "HTTPRoute default/nowhere" not in gw.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _until(lambda: "HTTPRoute default/nowhere" in gw.log())
     lines = gw.log().splitlines()
     [rejected] = [line for line in lines if "status: HTTPRoute default/nowhere" in line]
     assert " WARNING " in rejected and "ResolvedRefs=False" in rejected
@@ -201,12 +204,7 @@ def test_reload_document_without_identity_keeps_the_files_last_good_version(
         tmp_path, gateway_factory, echo_factory, port):
     # Defect 2: a Gateway without metadata.name (or a document that is a list)
     # used to remove every object of its file: the listener went away.
-    a = echo_factory("a")
-    cfg = tmp_path / "gw.yaml"
-    good = objects(port, {"a": [a.port]}, _routes("a"))
-    write_config(cfg, good)
-    gw = gateway_factory(cfg)
-    gen = gw.debug_config()["generation"]
+    cfg, good, gw, gen = _serving(tmp_path, gateway_factory, echo_factory, port)
     nameless = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {},
                 "spec": {"gatewayClassName": "fluxgate", "listeners": []}}
     for n, bad in enumerate([nameless, ["a", "list"]], start=1):
