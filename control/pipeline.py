@@ -81,7 +81,8 @@ class Pipeline:
                  on_reset: Callable[[], None] | None = None,
                  on_idle: Callable[[], None] = lambda: None,
                  failure: str = "rebuild failed; the live table keeps serving") -> None:
-        """``on_built`` (loop): hand off a build that changed something.
+        """``on_built`` (loop): hand off a build that changed something (returns
+        False if it could not, having called ``retry``: status stays as it was).
         ``finish`` (build thread): the work after translation. ``hold`` (build
         thread): True to wait longer; its second argument says whether the
         hold-off still may. ``on_reset`` (loop): drop the caller's memos after a
@@ -248,10 +249,10 @@ class Pipeline:
                 self._stale = False
                 self.builds += 1
                 build.waited = time.monotonic() - first
-                self.on_built(build)
-                self.status = build.translation.status
-                if build.status_lines:
-                    _status_log.put(build.status_lines)
+                if self.on_built(build) is not False:  # False: not handed off, retried
+                    self.status = build.translation.status
+                    if build.status_lines:
+                        _status_log.put(build.status_lines)
             else:  # e.g. only a status or an unread annotation changed
                 self._stale = False
         finally:

@@ -258,15 +258,16 @@ class Runner:
         return {"encoded": encoded, "compile_ms": round((t1 - t0) * 1000, 1),
                 "encode_ms": round(encoded.seconds * 1000, 1)}
 
-    def _publish(self, build: Build) -> None:
-        """Loop: write the built table into the ring and tell the workers."""
+    def _publish(self, build: Build) -> bool:
+        """Loop: write the built table into the ring and tell the workers; False
+        if the ring is busy (the pipeline builds and publishes again shortly)."""
         t0 = time.perf_counter()
         try:
             generation = self.publisher.write(build.output["encoded"])
         except RingBusy as exc:
             log.warning("ring busy; will publish again shortly", extra={"fields": {"error": str(exc)}})
             self.pipeline.retry(time.monotonic() + 0.05)
-            return
+            return False
         write_ms = round((time.perf_counter() - t0) * 1000, 1)
         self.warming.published(self.pipeline.memo.routes, build.translation.ir.clusters)
         self._holding = False
@@ -282,6 +283,7 @@ class Runner:
             "routes_reused": routes.reused, "routes_translated": routes.computed,
             "routes_compiled": compiled.compiled}
         log.info("rebuilt", extra={"fields": dict(self.last_build)})
+        return True
 
     def _reset(self) -> None:
         self.compile_memo, self.warming = CompileMemo(), Warming()

@@ -151,3 +151,31 @@ def test_pipeline_logs_at_most_a_thousand_status_lines_per_build():
     assert out[0] == lines[7] and len(out) == 2
     assert out[1] == ("4999 more lines (0 failing) not logged: see /debug/status", False)
     assert _fewer(lines[:MAX_STATUS_LINES]) == lines[:MAX_STATUS_LINES]
+
+
+def test_pipeline_hand_off_that_must_retry_keeps_the_status_and_builds_again(write, tmp_path):
+    write("gw.yaml", GATEWAY % 8080)
+
+    async def main():
+        h = _Harness(tmp_path)
+        h.release.set()
+        p = h.pipeline
+        busy = [True]
+
+        def on_built(build):
+            h.built.append(build)
+            if busy.pop() if busy else False:
+                p.retry(1.0)  # e.g. a busy ring
+                return False
+            return True
+
+        p.on_built = on_built
+        p.start()
+        await h.finished()
+        assert len(h.built) == 1 and p.status is None  # not handed off: no status yet
+        assert p.due() == 1.0
+        p.start()  # nothing changed in the source: built again all the same
+        await h.finished()
+        assert len(h.built) == 2 and p.status is h.built[1].translation.status
+
+    asyncio.run(main())
