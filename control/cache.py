@@ -11,6 +11,9 @@ reported and the last good table keeps serving"):
 * The same (kind, namespace, name) defined twice: the first in path order
   (file order, then document order) wins; each other one is reported.
 * Unsupported kinds are ignored with a warning; they never block anything.
+  A kind of FluxGate's or Gateway API's groups that FluxGate does not serve
+  (a FluxGatePolicy, a TLSRoute) is a warning that says it is not enforced
+  (``is_unserved``): ``fluxgate validate`` makes it an error.
 
 Theory of operation: ``apply`` rebuilds the whole entry map from the new load
 plus the entries it must keep, then compares typed objects with the previous
@@ -31,7 +34,7 @@ from typing import Iterable
 
 from control.objects.raw import KObject, LoadError, location
 from control.sources.files import Loaded
-from control.objects import validation
+from control.objects import kinds, validation
 from control.objects.resources import ObjectKey, Resource
 
 
@@ -61,6 +64,9 @@ class ObjectCache:
         self._position: dict[ObjectKey, int] = {}
         self.errors: tuple[LoadError, ...] = ()  # of the last apply
         self.warnings: tuple[LoadError, ...] = ()
+        # apply_changes: the objects whose latest version was rejected, until a
+        # valid one comes or they are deleted (what /debug/status shows).
+        self._rejected: dict[ObjectKey, LoadError] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -74,6 +80,10 @@ class ObjectCache:
 
     def entry(self, key: ObjectKey) -> Entry | None:
         return self._entries.get(key)
+
+    def rejected(self) -> list[LoadError]:
+        """Objects whose latest version is rejected now (``apply_changes``), by key."""
+        return [self._rejected[k] for k in sorted(self._rejected)]
 
     def objects(self) -> tuple[Resource, ...]:
         """Every current object, sorted by key (translate's input)."""
@@ -99,30 +109,38 @@ class ObjectCache:
         replaced: list[ObjectKey] = []
         for obj in deletes:
             key = validation.identify(obj)
-            if key is not None and self._entries.pop(key, None) is not None:
-                changed = keys_changed = True
+            if key is not None:
+                self._rejected.pop(key, None)
+                if self._entries.pop(key, None) is not None:
+                    changed = keys_changed = True
         for obj in upserts:
             key = validation.identify(obj)
             if key is None:
-                warnings.append(_problem(obj, None, "ignored: unsupported kind "
-                                         f"{obj.kind} ({obj.api_version})", "warning"))
+                warnings.append(_unsupported(obj))
                 continue
             last = self._entries.get(key)
             try:
                 resource = validation.parse(obj)
             except validation.Invalid as exc:
                 if last is None:
-                    errors.append(_problem(obj, key, f"rejected: {exc}"))
+                    error = _problem(obj, key, f"rejected: {exc}")
                 else:
-                    errors.append(_problem(obj, key, f"rejected, keeping the last good version: {exc}"))
+                    error = _problem(obj, key, f"rejected, keeping the last good version: {exc}")
+                errors.append(error)
+                self._rejected[key] = error
                 continue
+            self._rejected.pop(key, None)
             if last is None:
                 changed = keys_changed = True
             elif last.resource != resource:
                 changed = True
                 replaced.append(key)
             else:
-                continue  # equal: keep the object translate's memo knows (identity)
+                # Equal: keep the object translate's memo knows (identity); only
+                # where it is defined may have moved (a file source's duplicate).
+                if (last.file, last.document, last.item) != (obj.file, obj.document, obj.item):
+                    self._entries[key] = Entry(last.resource, obj.file, obj.document, obj.item)
+                continue
             self._entries[key] = Entry(resource, obj.file, obj.document, obj.item)
         if keys_changed or self._sorted is None:
             self._sorted = None
@@ -148,8 +166,7 @@ class ObjectCache:
         for obj in loaded.objects:
             key = validation.identify(obj)
             if key is None:
-                warnings.append(_problem(obj, None, "ignored: unsupported kind "
-                                         f"{obj.kind} ({obj.api_version})", "warning"))
+                warnings.append(_unsupported(obj))
                 continue
             try:
                 resource = validation.parse(obj)
@@ -192,6 +209,23 @@ class ObjectCache:
 
 def _resources(entries: dict[ObjectKey, Entry]) -> dict[ObjectKey, Resource]:
     return {key: entry.resource for key, entry in entries.items()}
+
+
+def is_unserved(problem: LoadError) -> bool:
+    """A warning about an object of FluxGate's or Gateway API's groups whose
+    kind FluxGate does not serve (a FluxGatePolicy, a TLSRoute): configuration
+    that would silently not be enforced. ``fluxgate validate`` fails on it."""
+    return problem.reason.startswith(_UNSERVED)
+
+
+_UNSERVED = "not enforced: "
+
+
+def _unsupported(obj: KObject) -> LoadError:
+    what = f"{obj.kind} ({obj.api_version})"
+    if kinds.is_own_group(obj.api_version):
+        return _problem(obj, None, f"{_UNSERVED}{what} is not a kind FluxGate serves", "warning")
+    return _problem(obj, None, f"ignored: unsupported kind {what}", "warning")
 
 
 def _problem(obj: KObject, key: ObjectKey | None, reason: str, level: str = "error") -> LoadError:

@@ -43,7 +43,10 @@ done here once):
 
 from __future__ import annotations
 
+import bisect
+import operator
 import re
+from collections import Counter
 from typing import Any, Callable, NamedTuple
 
 from shm import schema
@@ -79,7 +82,12 @@ class CompileMemo:
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[irt.Route, tuple[_Item, ...]]] = {}
-        self.vhosts: dict[str, tuple[tuple, schema.VirtualHost]] = {}
+        # The last table's layout: patched when only some routes changed
+        # (``_patch``: a one-route edit at 100k routes costs that route's
+        # vhosts), else rebuilt (``_build``), reusing each vhost whose item lists
+        # are the same and each socket's host order while its hosts are.
+        self.state: _Layout | None = None
+        self.last_layout: _Layout | None = None  # what _build compares with (even if spoiled)
         self.actions: dict[schema.Action, schema.Action] = {}
         self.reused = self.compiled = 0
 
@@ -88,55 +96,34 @@ def compile_table(ir: irt.IR, source: str = "", memo: CompileMemo | None = None)
     memo = memo if memo is not None else CompileMemo()
     memo.reused = memo.compiled = 0
     live: dict[str, tuple[irt.Route, tuple[_Item, ...]]] = {}
+    previous_routes = memo.routes
+    changed: list[str] = []  # refs whose items are new, or gone
+    count = 0  # items in this table
     for route in ir.routes:
-        hit = memo.routes.get(route.ref)
+        hit = previous_routes.get(route.ref)
         if hit is not None and hit[0] is route:
             memo.reused += 1
         else:
             hit = (route, _items(route, memo.actions))
             memo.compiled += 1
+            changed.append(route.ref)
         live[route.ref] = hit
+        count += len(hit[1])
+    if len(live) - (len(changed) - sum(1 for ref in changed if ref in previous_routes)) != len(previous_routes):
+        changed += previous_routes.keys() - live.keys()
     memo.routes = live
-    previous_vhosts, memo.vhosts = memo.vhosts, {}  # only this table's are kept
-    if len(memo.actions) > 2 * sum(len(items) for _, items in live.values()) + 64:
+    if len(memo.actions) > 2 * count + 64:
         memo.actions = {i.action: i.action for _, items in live.values() for i in items}
-
-    # socket → host → route ref → the route's items (a route once per host,
-    # however many Gateway listeners bring it there)
-    sockets: dict[tuple[str, int], dict[str, dict[str, tuple[_Item, ...]]]] = {}
-    for lst in ir.listeners:
-        if not lst.programmed:
-            continue
-        for address in lst.addresses:
-            hosts = sockets.setdefault((address, lst.port), {})
-            for att in lst.attachments:
-                items = live[att.route][1]
-                for host in att.hostnames:
-                    hosts.setdefault(host, {}).setdefault(att.route, items)
-
-    listeners: list[schema.Listener] = []
-    vhosts: list[schema.VirtualHost] = []
-    for address, port in sorted(sockets):
-        hosts = sockets[(address, port)]
-        name = listener_name(address, port)
-        exact, wildcards, default = [], [], -1
-        for host in _host_order(hosts):
-            index = len(vhosts)
-            vhosts.append(_vhost(f"{name}|{host}", tuple(hosts[host].values()), memo, previous_vhosts))
-            if host == irt.ANY_HOST:
-                default = index
-            elif host[:2] in ("*.", "+."):
-                wildcards.append(schema.HostEntry("*" + host[1:], index, single_label=host[0] == "+"))
-            else:
-                exact.append(schema.HostEntry(host, index))
-        listeners.append(schema.Listener(
-            name=name, address=address, port=port, protocol="HTTP",
-            exact=tuple(exact), wildcards=tuple(wildcards), default_vhost=default,
-        ))
-
-    used = {wc.cluster for vh in vhosts for action in vh.actions for wc in action.backends}
-    used |= {f.cluster for vh in vhosts for action in vh.actions for f in action.filters
-             if isinstance(f, schema.RequestMirror)}
+    signature = tuple((lst.gateway, lst.name, lst.addresses, lst.port, lst.programmed)
+                      for lst in ir.listeners)
+    state = memo.state
+    memo.state = None  # until one of the paths below completes
+    if (state is not None and state.signature == signature
+            and len(changed) * 8 <= len(live) + 64 and _patch(state, ir, live, changed)):
+        memo.state = state
+    else:
+        memo.state = _build(ir, live, signature, memo)
+    state = memo.state
     clusters = tuple(
         schema.Cluster(
             name=c.name,
@@ -144,14 +131,147 @@ def compile_table(ir: irt.IR, source: str = "", memo: CompileMemo | None = None)
             host_rewrite=c.host_rewrite,
         )
         for c in ir.clusters
-        if c.name in used
+        if state.used.get(c.name)
     )
     return schema.CompiledTable(
-        listeners=tuple(listeners),
-        vhosts=tuple(vhosts),
+        listeners=tuple(state.listeners),
+        vhosts=tuple(state.vhosts),
         clusters=tuple(sorted(clusters, key=lambda c: c.name)),
         source=source,
     )
+
+
+class _Layout:
+    """The table's structure as the last compile_table() left it, for the next
+    one to patch (``_patch``) instead of rebuilding (``_build``)."""
+
+    def __init__(self, signature: tuple) -> None:
+        self.signature = signature  # the listeners, attachments aside
+        # socket → host → route ref → the route's items (a route once per host,
+        # however many Gateway listeners bring it there)
+        self.hosts: dict[tuple[str, int], dict[str, dict[str, tuple[_Item, ...]]]] = {}
+        self.placed: dict[str, list[tuple[tuple[str, int], str]]] = {}  # ref → its (socket, host)s
+        # socket → host → (item lists, vhost, index in vhosts, HostEntry or None)
+        self.vhost_of: dict[tuple[str, int], dict[str, tuple]] = {}
+        self.orders: dict[tuple[str, int], tuple[set[str], list[str]]] = {}  # hosts, their order
+        self.listeners: list[schema.Listener] = []
+        self.vhosts: list[schema.VirtualHost] = []
+        self.used: Counter[str] = Counter()  # cluster → vhosts sending to it
+
+
+def _build(ir: irt.IR, live: dict, signature: tuple, memo: CompileMemo) -> _Layout:
+    """The whole structure, reusing every vhost whose item lists are unchanged."""
+    previous = memo.last_layout
+    state = memo.last_layout = _Layout(signature)
+    for lst in ir.listeners:
+        if not lst.programmed:
+            continue
+        for address in lst.addresses:
+            sock = (address, lst.port)
+            hosts = state.hosts.setdefault(sock, {})
+            for att in lst.attachments:
+                items = live[att.route][1]
+                placed = state.placed.setdefault(att.route, [])
+                for host in att.hostnames:
+                    hosts.setdefault(host, {}).setdefault(att.route, items)
+                    placed.append((sock, host))
+
+    for sock in sorted(state.hosts):
+        address, port = sock
+        hosts = state.hosts[sock]
+        name = listener_name(address, port)
+        exact, wildcards, default = [], [], -1
+        order = previous.orders.get(sock) if previous is not None else None
+        if order is None or len(order[0]) != len(hosts) or hosts.keys() != order[0]:
+            order = (set(hosts), _host_order(hosts))
+        state.orders[sock] = order
+        before = previous.vhost_of.get(sock, {}) if previous is not None else {}
+        now = state.vhost_of[sock] = {}
+        for host in order[1]:
+            index = len(state.vhosts)
+            lists = tuple(hosts[host].values())
+            hit = before.get(host)
+            if hit is not None and hit[0] == lists:  # identical lists compare by identity: cheap
+                vhost, entry = hit[1], hit[3] if hit[2] == index else None
+            else:
+                vhost, entry = _vhost(f"{name}|{host}", lists), None
+            state.vhosts.append(vhost)
+            state.used.update(_clusters_of(vhost))
+            if host == irt.ANY_HOST:
+                default = index
+            elif host[:2] in ("*.", "+."):
+                entry = entry or schema.HostEntry("*" + host[1:], index, single_label=host[0] == "+")
+                wildcards.append(entry)
+            else:
+                entry = entry or schema.HostEntry(host, index)
+                exact.append(entry)
+            now[host] = (lists, vhost, index, entry)
+        state.listeners.append(schema.Listener(
+            name=name, address=address, port=port, protocol="HTTP",
+            exact=tuple(exact), wildcards=tuple(wildcards), default_vhost=default,
+        ))
+    return state
+
+
+def _patch(state: _Layout, ir: irt.IR, live: dict, changed: list[str]) -> bool:
+    """Move the ``changed`` routes in ``state`` and rebuild only the vhosts they
+    touch; False (``state`` is then spoiled) when the set of hosts changes,
+    which ``_build`` handles. Sound because a route's attachments change only
+    with the route (translate computes both from the same objects: a new
+    ir.Route, or a listener change, which changes ``signature``), and each
+    listener's attachments are sorted by route ref (ir.Listener), so each
+    changed route is found by bisection."""
+    dirty: set[tuple[tuple[str, int], str]] = set()
+    for ref in changed:
+        for sock, host in state.placed.pop(ref, ()):
+            state.hosts[sock][host].pop(ref, None)
+            dirty.add((sock, host))
+    programmed = [(lst, [(address, lst.port) for address in lst.addresses])
+                  for lst in ir.listeners if lst.programmed]
+    for ref in changed:
+        hit = live.get(ref)
+        if hit is None:
+            continue  # gone
+        for lst, socks in programmed:
+            i = bisect.bisect_left(lst.attachments, ref, key=_ROUTE)
+            if i == len(lst.attachments) or lst.attachments[i].route != ref:
+                continue
+            hostnames = lst.attachments[i].hostnames
+            placed = state.placed.setdefault(ref, [])
+            for sock in socks:
+                hosts = state.hosts[sock]
+                for host in hostnames:
+                    at = hosts.get(host)
+                    if at is None:
+                        return False  # a new host
+                    at.setdefault(ref, hit[1])
+                    placed.append((sock, host))
+                    dirty.add((sock, host))
+    for sock, host in dirty:
+        routes = state.hosts[sock][host]
+        if not routes:
+            return False  # a host gone
+        lists = tuple(routes.values())
+        old_lists, old, index, entry = state.vhost_of[sock][host]
+        if old_lists == lists:
+            continue
+        vhost = _vhost(f"{listener_name(*sock)}|{host}", lists)
+        state.used.subtract(_clusters_of(old))
+        state.used.update(_clusters_of(vhost))
+        state.vhosts[index] = vhost
+        state.vhost_of[sock][host] = (lists, vhost, index, entry)
+    return True
+
+
+def _clusters_of(vhost: schema.VirtualHost) -> set[str]:
+    """The clusters a vhost's actions send to (backends and mirrors)."""
+    out = {wc.cluster for action in vhost.actions for wc in action.backends}
+    out.update(f.cluster for action in vhost.actions for f in action.filters
+               if isinstance(f, schema.RequestMirror))
+    return out
+
+
+_ROUTE = operator.attrgetter("route")
 
 
 def listener_name(address: str, port: int) -> str:
@@ -205,12 +325,7 @@ def _items(route: irt.Route, interned: dict[schema.Action, schema.Action]) -> tu
     return tuple(items)
 
 
-def _vhost(name: str, lists: tuple[tuple[_Item, ...], ...], memo: CompileMemo,
-           previous: dict[str, tuple[tuple, schema.VirtualHost]]) -> schema.VirtualHost:
-    hit = previous.get(name)
-    if hit is not None and hit[0] == lists:  # identical lists compare by identity: cheap
-        memo.vhosts[name] = hit
-        return hit[1]
+def _vhost(name: str, lists: tuple[tuple[_Item, ...], ...]) -> schema.VirtualHost:
     items = [item for items in lists for item in items]
     items.sort(key=_by_key)
     index_of: dict[int, int] = {}  # id(interned action) → its index
@@ -223,9 +338,7 @@ def _vhost(name: str, lists: tuple[tuple[_Item, ...], ...], memo: CompileMemo,
             index = index_of[id(action)] = len(actions)
             actions.append(action)
         entries.append(schema.RouteEntry(match=item.match, action=index, source=item.source))
-    vhost = schema.VirtualHost(name=name, entries=tuple(entries), actions=tuple(actions))
-    memo.vhosts[name] = (lists, vhost)
-    return vhost
+    return schema.VirtualHost(name=name, entries=tuple(entries), actions=tuple(actions))
 
 
 def _by_key(item: _Item) -> tuple:

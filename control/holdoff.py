@@ -70,6 +70,21 @@ class Holdoff:
         self._immediate = False
         self._handled = now
 
+    def take(self, now: float) -> float:
+        """A build starts now with the pending changes: they count as handled
+        (a change during the build arms the hold-off afresh, for the next one).
+        Returns when the first of them came (``now`` if none was pending)."""
+        first = self._first or now
+        self.handled(now)
+        return first
+
+    def give_back(self, first: float, now: float) -> None:
+        """The build started at ``take`` did not publish and may wait longer (new
+        routes wait for their endpoints): pending again since ``first``, acted
+        on again ``delay`` after ``now``, never past ``max_delay`` after ``first``."""
+        self._first = min(self._first, first) if self._first else first
+        self.wait_more(now)
+
     def retry(self, at: float) -> None:
         """Acting failed for a passing reason (a busy ring): try again at ``at``."""
         self._first = self._last = at

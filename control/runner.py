@@ -1,33 +1,37 @@
-"""The control process of one shard: source → cache → translate → compile → publish.
+"""The control process of one shard: source → pipeline → publish; supervise; admin.
 
-One asyncio loop does everything, so nothing here needs a lock:
+One asyncio loop owns the schedule and everything the admin server shows;
+the table is built off the loop (control/pipeline.py), so /healthz, /readyz,
+/debug/*, the supervisor's tick and signals answer during any rebuild:
 * the source is a FileSource (``--config``) or a KubernetesSource
-  (``--kubernetes``); either way the loop compares its ``fingerprint()`` every
+  (``--kubernetes``), both offering the pipeline the same interface
+  (``fingerprint()``, ``changes()``); the loop compares the fingerprint every
   FLUXGATE_WATCH_INTERVAL, and the Kubernetes source also wakes the loop the
   moment a watch event changes it (``call_soon_threadsafe`` from its watch
   threads), so a publish follows an event by the hold-off, not by a poll;
 * a change arms the hold-off (control/holdoff.py: FLUXGATE_HOLDOFF_MS after
   the latest change, never more than FLUXGATE_HOLDOFF_MAX_MS after the first;
   in Kubernetes mode a change after a quiet period is acted on at once); when
-  it ends the source is read into the cache once, and only if the cache says
-  something that matters changed is a table built and published: a burst is
-  one load and one publish (two in Kubernetes mode: its first event, then
-  the rest);
+  it ends a build reads what changed into the cache, and only if the cache
+  says something that matters changed is a table translated, compiled and
+  encoded (in the build thread); the loop writes it into the ring and tells
+  the workers: a burst is one build and one publish (two in Kubernetes mode:
+  its first event, then the rest);
 * signal handlers only set what the loop acts on (reload, stop);
 * the supervisor ticks every 0.5 s; the ring writer heart-beats every second.
+  Only the loop touches the ring.
 
 A rebuild that fails (a bug in translation, a ring that stays busy) is logged
-and retried; the table that is live keeps serving. The first table is
-published before any worker starts, so a worker is never up without one. In
-Kubernetes mode the first table waits for every watch's initial list (never a
-half-listed world): meanwhile the admin server is up and /readyz says what
-the gateway waits for, and the source retries with back-off.
+and retried; the table that is live keeps serving. The admin server starts
+first (/readyz says what the gateway waits for); the first table is published
+before any worker starts, so a worker is never up without one. In Kubernetes
+mode the first table waits for every watch's initial list (never a
+half-listed world), and the source retries with back-off meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -36,15 +40,14 @@ import time
 from prometheus_client import Histogram
 
 from control.servers.admin import Admin
-from control.cache import ObjectCache
 from control.compile import CompileMemo, compile_table
 from control.config import Config, ConfigError
 from control.explain import ExplainError, explain_request
 from control.holdoff import Holdoff
+from control.pipeline import Build, Pipeline, tune_process
 from control.publish import Publisher
 from control.sources.files import FileSource
 from control.supervisor import Supervisor
-from control.translate import Memo, translate
 from control.warming import Warming
 from shm import codec
 from shm.ring import RingBusy, RingWriter
@@ -73,9 +76,7 @@ class Runner:
             source = FileSource(cfg.config)
         self.cfg = cfg
         self.source = source
-        self.cache = ObjectCache()
-        # Kept from one rebuild to the next: a change costs its own size.
-        self.translate_memo = Memo()
+        # Kept from one rebuild to the next (the build thread's): a change costs its own size.
         self.compile_memo = CompileMemo()
         self.warming = Warming()  # Kubernetes mode: new routes wait for their endpoints
         self._holding = False
@@ -93,46 +94,45 @@ class Runner:
             registry=None, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
         self.admin.registry.register(self.rebuild_seconds)
         self.held_for_endpoints = 0
-        self.status = None
-        self.config_errors = 0
-        self._fingerprint = None
+        self.last_build: dict = {}  # the last rebuild's numbers, for /debug/status
         # Kubernetes events are whole objects: a lone one is published at once.
-        self.holdoff = Holdoff(cfg.holdoff_ms, cfg.holdoff_max_ms, leading=cfg.kubernetes)
-        self._stale = False  # the cache holds changes no published table has
-        self._forced = False  # SIGHUP: rebuild even if nothing changed
+        self.pipeline = Pipeline(
+            source, Holdoff(cfg.holdoff_ms, cfg.holdoff_max_ms, leading=cfg.kubernetes),
+            # Kubernetes mode requires GatewayClass/IngressClass objects (controllerName
+            # checked); file mode serves FLUXGATE_GATEWAY_CLASS without one.
+            translate_options={"default_class": None if cfg.kubernetes else cfg.gateway_class,
+                               "ingress_http_port": cfg.ingress_http_port,
+                               "gateways": cfg.gateways or None},
+            finish=self._compile, hold=self._hold_cold_routes if cfg.kubernetes else None,
+            on_built=self._publish, on_reset=self._reset, on_idle=lambda: self._wake.set())
         self._reload = False
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # set by the source (any thread, via the loop) and by stop
         self.exit_code = 0
 
+    @property
+    def status(self):
+        return self.pipeline.status
+
     # --- life cycle ---------------------------------------------------------------
 
     async def run(self) -> int:
+        tune_process()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         try:
-            if self.kubernetes:
-                # Admin first, so /readyz can say what the first table waits for.
-                if not await self._start_admin():
+            # Admin first, so /readyz can say what the first table waits for.
+            if not await self._start_admin():
+                return self.exit_code
+            self.source.start(lambda: loop.call_soon_threadsafe(self._wake.set))
+            if self.kubernetes and not await self._initial_sync():
+                return self.exit_code
+            while self.writer.generation == 0:
+                if self._stop.is_set():
                     return self.exit_code
-                self.source.start(lambda: loop.call_soon_threadsafe(self._wake.set))
-                if not await self._initial_sync():
-                    return self.exit_code
-                self._load()
-                self._rebuild()
-                # The objects of the initial lists (raw and typed) live as long as
-                # the process: out of the cyclic GC's sight, a full collection no
-                # longer walks them during every later translation (measured at
-                # 5000 routes: 40-60 ms less per change). Objects frozen here are
-                # still freed by reference counting when replaced.
-                gc.collect()
-                gc.freeze()
-            else:
-                self._load()
-                self._rebuild()
-                if not await self._start_admin():
+                if not await self._first_build():
                     return self.exit_code
             self.supervisor.start_all()
             log.info("gateway started", extra={"fields": {
@@ -142,6 +142,28 @@ class Runner:
         finally:
             self._shutdown()
         return self.exit_code
+
+    async def _first_build(self) -> bool:
+        """Build the first table (again after a busy ring or a hold); False if stopped."""
+        due = self.pipeline.due()
+        if due is not None and due > time.monotonic():
+            await self._sleep(due - time.monotonic())
+        build = asyncio.ensure_future(self.pipeline.build_now())
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({build, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if self._stop.is_set():
+            build.cancel()
+            return False
+        if self.writer.generation == 0 and build.result().failed is not None:
+            await self._sleep(1.0)  # a bug: logged; do not spin
+        return True
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), max(0.0, seconds))
+        except asyncio.TimeoutError:
+            pass
 
     @property
     def _source_name(self) -> str:
@@ -172,14 +194,18 @@ class Runner:
     async def _loop(self) -> None:
         next_tick = next_watch = next_beat = 0.0
         woken = False
+        pipeline = self.pipeline
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_watch or self._reload or woken:
                 next_watch = now + self.cfg.watch_interval
-                self._watch()
-            due = self.holdoff.due()
+                forced, self._reload = self._reload, False
+                if forced:
+                    log.info("SIGHUP: reloading the configuration")
+                pipeline.poll(now, forced)
+            due = pipeline.due()
             if due is not None and now >= due:
-                self._publish()
+                pipeline.start()
             if now >= next_tick:
                 next_tick = now + TICK
                 self.supervisor.tick()
@@ -191,7 +217,7 @@ class Runner:
                 next_beat = now + 1.0
                 self.writer.heartbeat()
             wake = min(next_tick, next_watch, next_beat)
-            due = self.holdoff.due()
+            due = pipeline.due()
             if due is not None:
                 wake = min(wake, due)
             # Cleared before the next fingerprint read: an event after it wakes us again.
@@ -204,9 +230,9 @@ class Runner:
 
     def _shutdown(self) -> None:
         log.info("stopping: draining workers", extra={"fields": {"deadline_s": self.cfg.drain_seconds}})
+        self.pipeline.close()
         self.admin.close()
-        if self.kubernetes:
-            self.source.close()
+        self.source.close()
         # Workers get the drain time; SIGKILL one second after it.
         self.supervisor.stop(time.monotonic() + self.cfg.drain_seconds + 1.0)
         self.writer.close(unlink=True)
@@ -220,103 +246,53 @@ class Runner:
         self._reload = True
         self._wake.set()
 
-    # --- source → table --------------------------------------------------------------
+    # --- the pipeline's stages that are the runner's ------------------------------------
 
-    def _watch(self) -> None:
-        """Arm the hold-off when the source changed. The source is read into the
-        cache once, when the hold-off ends (``_publish``), however many events
-        came meanwhile: a burst costs one load."""
-        forced, self._reload = self._reload, False
-        fp = self.source.fingerprint()
-        if fp == self._fingerprint and not forced:
-            return
-        if forced:
-            log.info("SIGHUP: reloading the configuration")
-            self._forced = True
-        self._fingerprint = fp
-        self.holdoff.changed(time.monotonic())
+    def _compile(self, translation):
+        """Build thread: compile and encode (the ring is written on the loop)."""
+        t0 = time.perf_counter()
+        table = compile_table(translation.ir, source="kubernetes" if self.kubernetes else self.cfg.config,
+                              memo=self.compile_memo)
+        t1 = time.perf_counter()
+        encoded = self.publisher.encode(table)
+        return {"encoded": encoded, "compile_ms": round((t1 - t0) * 1000, 1),
+                "encode_ms": round(encoded.seconds * 1000, 1)}
 
-    def _publish(self) -> None:
-        """The hold-off is over: load, and rebuild if anything that matters changed."""
-        forced, self._forced = self._forced, False
-        if self._load() or forced:
-            self._stale = True
-        if self._stale:
-            self._rebuild()
-        else:  # e.g. only a status or an unread annotation changed
-            self.holdoff.handled(time.monotonic())
-
-    def _load(self) -> bool:
-        """Read the source into the cache; True if anything that matters changed."""
-        self._fingerprint = self.source.fingerprint()
-        if self.kubernetes:
-            # Only what changed since the last load is parsed (not every object).
-            changes = self.source.changes()
-            changed = self.cache.apply_changes(changes.upserts, changes.deletes)
-        else:
-            changed = self.cache.apply(self.source.load())
-        for err in self.cache.errors:
-            self.config_errors += 1
-            log.error("config rejected; keeping the last good version", extra={"fields": {
-                "error": str(err)}})
-        for warn in self.cache.warnings:
-            log.warning("config ignored", extra={"fields": {"warning": str(warn)}})
-        return changed
-
-    def _rebuild(self) -> None:
+    def _publish(self, build: Build) -> bool:
+        """Loop: write the built table into the ring and tell the workers; False
+        if the ring is busy (the pipeline builds and publishes again shortly)."""
         t0 = time.perf_counter()
         try:
-            # Kubernetes mode requires GatewayClass/IngressClass objects (controllerName
-            # checked); file mode serves FLUXGATE_GATEWAY_CLASS without one.
-            result = translate(self.cache.objects(),
-                               default_class=None if self.kubernetes else self.cfg.gateway_class,
-                               ingress_http_port=self.cfg.ingress_http_port,
-                               gateways=self.cfg.gateways or None, memo=self.translate_memo)
-            t1 = time.perf_counter()
-            if self.kubernetes and self._hold_cold_routes(result):
-                return
-            table = compile_table(result.ir, source="kubernetes" if self.kubernetes else self.cfg.config,
-                                  memo=self.compile_memo)
-            t2 = time.perf_counter()
-            generation = self.publisher.publish(table)
+            generation = self.publisher.write(build.output["encoded"])
         except RingBusy as exc:
             log.warning("ring busy; will publish again shortly", extra={"fields": {"error": str(exc)}})
-            self.holdoff.retry(time.monotonic() + 0.05)
-            return
-        except Exception:
-            # A bug must not take down the gateway: the live table keeps serving.
-            log.exception("rebuild failed; the live table keeps serving")
-            # Trust nothing half-done.
-            self.translate_memo, self.compile_memo, self.warming = Memo(), CompileMemo(), Warming()
-            self.holdoff.handled(time.monotonic())
-            self._stale = False
-            return
-        t3 = time.perf_counter()
-        self.warming.published(self.translate_memo.routes, result.ir.clusters)
-        self._holding = False
-        waited = self.holdoff.waited(time.monotonic())
-        if waited:
-            self.rebuild_seconds.observe(waited)
-        self.holdoff.handled(time.monotonic())
-        self._stale = False
-        self.supervisor.notify()  # first: workers swap while the rest is logged
-        routes, compiled = self.translate_memo.routes, self.compile_memo
-        log.info("rebuilt", extra={"fields": {
-            "generation": generation,
-            "waited_ms": round(waited * 1000, 1),  # first change → notify, hold-off included
-            "translate_ms": round((t1 - t0) * 1000, 1), "compile_ms": round((t2 - t1) * 1000, 1),
-            "publish_ms": round((t3 - t2) * 1000, 1),
-            "routes_reused": routes.reused, "routes_translated": routes.computed,
-            "routes_compiled": compiled.compiled}})
-        self._log_status(result.status)
-
-    def _hold_cold_routes(self, result) -> bool:
-        """True if new routes wait for their endpoints (warming.py) and may still."""
-        now = time.monotonic()
-        cold = self.warming.cold(self.translate_memo.routes, result.ir.clusters)
-        if not cold or not self.holdoff.can_wait(now):
+            self.pipeline.retry(time.monotonic() + 0.05)
             return False
-        self.holdoff.wait_more(now)
+        write_ms = round((time.perf_counter() - t0) * 1000, 1)
+        self.warming.published(self.pipeline.memo.routes, build.translation.ir.clusters)
+        self._holding = False
+        if build.waited:
+            self.rebuild_seconds.observe(build.waited)
+        self.supervisor.notify()  # first: workers swap while the rest is logged
+        routes, compiled = self.pipeline.memo.routes, self.compile_memo
+        self.last_build = {
+            "generation": generation,
+            "waited_ms": round(build.waited * 1000, 1),  # first change → notify, hold-off included
+            **build.timings, "compile_ms": build.output["compile_ms"],
+            "publish_ms": round(build.output["encode_ms"] + write_ms, 1),
+            "routes_reused": routes.reused, "routes_translated": routes.computed,
+            "routes_compiled": compiled.compiled}
+        log.info("rebuilt", extra={"fields": dict(self.last_build)})
+        return True
+
+    def _reset(self) -> None:
+        self.compile_memo, self.warming = CompileMemo(), Warming()
+
+    def _hold_cold_routes(self, translation, may_wait: bool) -> bool:
+        """Build thread: True if new routes wait for their endpoints (warming.py) and may still."""
+        cold = self.warming.cold(self.pipeline.memo.routes, translation.ir.clusters)
+        if not cold or not may_wait:
+            return False
         if not self._holding:  # once per hold, not once per re-check
             self._holding = True
             self.held_for_endpoints += 1
@@ -324,16 +300,13 @@ class Runner:
                 "routes": cold[:5], "count": len(cold), "at_most_ms": self.cfg.holdoff_max_ms}})
         return True
 
-    def _log_status(self, status) -> None:
-        old, self.status = self.status, status
-        for line in status.changes_since(old):
-            log.info("status: " + line)
-
     # --- what the admin server shows --------------------------------------------------
 
     def ready(self) -> tuple[bool, str]:
         if self.kubernetes and not self.source.synced:
             return False, self.source.waiting()
+        if self.writer.generation == 0:
+            return False, "building the first table"
         return self.supervisor.all_serving()
 
     def debug_config(self) -> dict:
@@ -358,4 +331,6 @@ class Runner:
 
     def debug_status(self) -> dict:
         report = self.status.to_builtins() if self.status is not None else {"objects": [], "notes": []}
-        return {"generation": self.writer.generation, **report}
+        return {"generation": self.writer.generation,
+                "config_errors": [str(p) for p in self.pipeline.problems()],
+                "last_rebuild": self.last_build, **report}

@@ -33,6 +33,8 @@ PARTIALLY_INVALID = "PartiallyInvalid"
 # Reasons that just restate a healthy condition; lines() shows no detail for them.
 _PLAIN_REASONS = frozenset({ACCEPTED, PROGRAMMED, RESOLVED_REFS, "NoConflicts"})
 _KIND_ORDER = {"GatewayClass": 0, "Gateway": 1, "HTTPRoute": 2}
+# Types whose healthy status is "False" (the spec's "negative polarity" conditions).
+_NEGATIVE = frozenset({CONFLICTED, PARTIALLY_INVALID})
 
 
 class Condition(msgspec.Struct, frozen=True):
@@ -139,15 +141,20 @@ class ObjectStatus(_Conditions, msgspec.Struct, rename="camel", omit_defaults=Tr
         return parent
 
     def lines(self) -> list[str]:
+        return [line for line, _ in self.judged_lines()]
+
+    def judged_lines(self) -> list[tuple[str, bool]]:
+        """``lines()``, each with whether one of its conditions fails (``is_failing``)."""
         out = []
         if self.conditions:
-            out.append(f"{self.label}: {_conditions(self.conditions)}")
+            out.append((f"{self.label}: {_conditions(self.conditions)}", _fails(self.conditions)))
         for lst in self.listeners:
-            out.append(f"{self.label} listener {lst.name}: attachedRoutes={lst.attached_routes}"
-                       f" {_conditions(lst.conditions)}")
+            out.append((f"{self.label} listener {lst.name}: attachedRoutes={lst.attached_routes}"
+                        f" {_conditions(lst.conditions)}", _fails(lst.conditions)))
         for parent in self.parents:
-            out.append(f"{self.label} parent {parent.parent_ref}: {_conditions(parent.conditions)}")
-        return out or [f"{self.label}: no conditions"]
+            out.append((f"{self.label} parent {parent.parent_ref}: {_conditions(parent.conditions)}",
+                        _fails(parent.conditions)))
+        return out or [(f"{self.label}: no conditions", False)]
 
 
 Key = tuple[str, str, str]  # (kind, namespace, name), as resources.ObjectKey
@@ -213,9 +220,15 @@ class StatusReport:
 
     def changes_since(self, previous: StatusReport | None) -> list[str]:
         """The lines of what differs from ``previous`` (all lines if None)."""
+        return [line for line, _ in self.judged_changes_since(previous)]
+
+    def judged_changes_since(self, previous: StatusReport | None) -> list[tuple[str, bool]]:
+        """``changes_since``, each line with whether it reports a failing condition
+        (a rejection: the caller logs it as a warning)."""
         if previous is None:
-            return self.lines()
-        out = []
+            return [pair for status in self for pair in status.judged_lines()] + [
+                (f"note: {n}", False) for n in sorted(self.notes)]
+        out: list[tuple[str, bool]] = []
         # Only keys whose status is not the very same object can differ (translate's
         # memo hands unchanged routes' statuses on as they are): a one-route change
         # costs one identity check per object, not a rendering of every status.
@@ -226,11 +239,23 @@ class StatusReport:
             mine, theirs = mine_all.get(key), theirs_all.get(key)
             if mine is None:
                 assert theirs is not None
-                out.append(f"{theirs.label}: no longer reported")
+                out.append((f"{theirs.label}: no longer reported", False))
             elif theirs is None or mine.lines() != theirs.lines():
-                out.extend(mine.lines())
-        out.extend(f"note: {n}" for n in sorted(set(self.notes) - set(previous.notes)))
+                out.extend(mine.judged_lines())
+        out.extend((f"note: {n}", False) for n in sorted(set(self.notes) - set(previous.notes)))
         return out
+
+
+def is_failing(condition: Condition) -> bool:
+    """Whether ``condition`` says something is wrong: its status is not the
+    healthy one, which is "True" for every type except the spec's negative
+    polarity ones (Conflicted, PartiallyInvalid), where it is "False"."""
+    healthy = "False" if condition.type in _NEGATIVE else "True"
+    return condition.status != healthy
+
+
+def _fails(conditions: list[Condition]) -> bool:
+    return any(is_failing(c) for c in conditions)
 
 
 def _order(key: Key) -> tuple:

@@ -1,7 +1,7 @@
 """``fluxgate validate PATH``: check a configuration the way ``fluxgate run`` would read it.
 
 Made for users' CI pipelines. It runs the file-mode pipeline up to status and
-no further (FileSource → ObjectCache → translate), so it needs no cluster,
+no further (FileSource changes → ObjectCache → translate), so it needs no cluster,
 starts no worker and never touches shared memory.
 
 What fails a configuration (exit code 1), and nothing else:
@@ -9,6 +9,9 @@ What fails a configuration (exit code 1), and nothing else:
 * a load error: a file or directory that cannot be read, a file that is not
   valid YAML, a document that is not a Kubernetes object, an object that is
   invalid (rejected) or defined twice (the later copy is ignored);
+* an object of FluxGate's group (``fluxgate.io``) or Gateway API's whose
+  kind (or version) FluxGate does not serve, such as a FluxGatePolicy:
+  ``fluxgate run`` would only warn and not enforce it;
 * a directory that holds no YAML file (``*.yaml``, ``*.yml``);
 * a failing condition anywhere in the status: on an object, on one of a
   Gateway's listeners, or on one of a route's parents. A condition fails when
@@ -33,28 +36,29 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, TextIO
 
 import msgspec
 
-from control.cache import ObjectCache
+from control.cache import ObjectCache, is_unserved
 from control.objects.raw import LoadError
 from control.sources.files import FileSource
-from control.status import CONFLICTED, PARTIALLY_INVALID, Condition, ObjectStatus, StatusReport
+# is_failing is part of this module's interface too (what fails a configuration).
+from control.status import Condition, ObjectStatus, StatusReport, is_failing
 from control.translate import translate
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 OUTPUTS = ("text", "json")
-# Types whose healthy status is "False" (the spec's "negative polarity" conditions).
-_NEGATIVE = frozenset({CONFLICTED, PARTIALLY_INVALID})
 _TAG_WIDTH = len("warning")
 
 HELP = """\
 Exit codes:
   0  valid: nothing below
   1  invalid: a file that cannot be read or parsed, a document that is not a
-     Kubernetes object, an invalid or duplicate object, a directory without
+     Kubernetes object, an invalid or duplicate object, an object of the
+     fluxgate.io or Gateway API groups whose kind FluxGate does not serve
+     (it would not be enforced), a directory without
      YAML files, or a failing condition on an object, a listener or a route
      parent. A condition fails when its status is not the healthy one: True
      for every type except Conflicted and PartiallyInvalid, where it is False.
@@ -65,12 +69,6 @@ Warnings (unsupported kinds) and notes (objects skipped on purpose) never fail.
 
 class UsageError(Exception):
     """The command was called wrongly (exit code 2)."""
-
-
-def is_failing(condition: Condition) -> bool:
-    """Whether ``condition`` says something is wrong (see the module docstring)."""
-    healthy = "False" if condition.type in _NEGATIVE else "True"
-    return condition.status != healthy
 
 
 @dataclass(frozen=True)
@@ -167,11 +165,20 @@ def validate(path: str | os.PathLike[str]) -> Validation:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file or directory")
-    loaded = FileSource(path).load()
+    # What `fluxgate run` reads, read the same way (control/pipeline.py): the
+    # file source's changes into the cache.
+    source = FileSource(path)
+    changes = source.changes()
     cache = ObjectCache()
-    cache.apply(loaded)
-    errors = cache.errors
-    if not loaded.files and not loaded.failed:
+    cache.apply_changes(changes.upserts, changes.deletes)
+    # An object of FluxGate's or Gateway API's groups that FluxGate does not
+    # serve would be silently not enforced by `fluxgate run` (a warning there):
+    # here it fails the configuration.
+    errors = tuple(changes.errors) + cache.errors + tuple(
+        replace(w, level="error") for w in cache.warnings if is_unserved(w))
+    errors = tuple(sorted(errors, key=lambda e: (e.file, e.document, e.item)))  # path order
+    warnings = tuple(w for w in cache.warnings if not is_unserved(w))
+    if not source.files_read and not source.failed:
         # Most likely the wrong directory: an empty config must not pass CI silently.
         errors += (LoadError(path, "", "no YAML files (*.yaml, *.yml) found"),)
     objects = cache.objects()
@@ -181,10 +188,10 @@ def validate(path: str | os.PathLike[str]) -> Validation:
         sources[tuple(obj.key)] = entry.where if entry else ""
     return Validation(
         path=path,
-        files=tuple(loaded.files),
-        failed=loaded.failed,
+        files=tuple(source.files_read),
+        failed=source.failed,
         errors=errors,
-        warnings=cache.warnings,
+        warnings=warnings,
         status=translate(objects, default_class="fluxgate").status,
         sources=sources,
     )

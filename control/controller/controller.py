@@ -6,10 +6,12 @@ One of them, the leader by a coordination.k8s.io/v1 Lease, writes status.
 
 Rules:
 
-* Same pipeline as ``fluxgate run --kubernetes`` (runner.py) up to the
+* The same pipeline as ``fluxgate run`` (control/pipeline.py) up to the
   StatusReport: KubernetesSource → ObjectCache → ``translate`` after the
   hold-off (FLUXGATE_HOLDOFF_MS, at most FLUXGATE_HOLDOFF_MAX_MS after the
-  first change), with ``default_class=None`` (a GatewayClass object is
+  first change; trailing edge only), in the pipeline's build thread so the
+  loop keeps serving admin and webhook requests meanwhile, with
+  ``default_class=None`` (a GatewayClass object is
   required) and no shard filter: every Gateway of every GatewayClass whose
   controllerName is FluxGate's, every Ingress of an IngressClass of ours.
   FLUXGATE_WATCH_NAMESPACES still limits what is watched. No ring, no
@@ -42,11 +44,12 @@ Rules:
   takes over at its next retry), a pass under way finishes or stops at its
   next write, then everything closes.
 
-Theory of operation: one asyncio loop owns all state; watch threads and the
-elector's thread only wake it (``call_soon_threadsafe``). The loop's state
-machine: fingerprint changed → arm the hold-off → at its end load the cache
-and translate if anything mattered → ask for a pass → start it when leading
-and no pass runs.
+Theory of operation: one asyncio loop owns all state but what a build
+reads and writes (the pipeline's); watch threads, the elector's thread and
+the build thread only wake it (``call_soon_threadsafe``). The loop's state
+machine: fingerprint changed → arm the hold-off → at its end a build loads
+the cache and translates if anything mattered → ask for a pass → start it
+when leading and no pass runs.
 """
 
 from __future__ import annotations
@@ -61,13 +64,13 @@ import time
 from kubernetes import client
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from control.servers.admin import Admin
-from control.cache import ObjectCache
+from control.servers.admin import Admin, config_errors
 from control.config import Config, ConfigError
 from control.controller.leader import LeaderElector
 from control.sources import kubernetes as kube
 from control.controller.status_writer import PassResult, StatusWriter
-from control.translate import Memo, translate
+from control.holdoff import Holdoff
+from control.pipeline import Build, Pipeline, tune_process
 from control.servers.webhook import Webhook
 
 log = logging.getLogger("fluxgate.controller")
@@ -136,20 +139,20 @@ class Controller:
                                   f"{exc}") from None
         self.admin = Admin(self, cfg.admin_address, cfg.admin_port, collector=_Collector(self), debug={
             "/debug/status": self.debug_status, "/debug/watches": self.source.describe})
-        self.cache = ObjectCache()
-        self._memo = Memo()  # translate()'s, kept from one change to the next
-        self.status = None  # the last StatusReport
+        # Only what changed since the last build is parsed, and translation keeps
+        # what it can (its memo), as in a data-plane pod: a change costs its own size.
+        self.pipeline = Pipeline(
+            self.source, Holdoff(cfg.holdoff_ms, cfg.holdoff_max_ms),
+            translate_options={"default_class": None, "ingress_http_port": cfg.ingress_http_port},
+            on_built=self._translated, on_idle=lambda: self._wake.set(),
+            failure="translation failed; status stays as it is")
         self.translations = 0
-        self.config_errors = 0
         self.passes = 0
         self.full_passes = 0
         self.status_writes = 0
         self.status_conflicts = 0
         self.status_failed = 0
         self.last_pass: PassResult | None = None
-        self._fingerprint = None
-        self._dirty_since = 0.0
-        self._dirty_last = 0.0
         self._pass_wanted = False  # a translation no pass has written yet
         self._new_term = False  # started leading: forget, then a full pass
         self._next_full = 0.0
@@ -167,6 +170,7 @@ class Controller:
     # --- life cycle ---------------------------------------------------------------------
 
     async def run(self) -> int:
+        tune_process()
         self._loop = loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop)
@@ -200,19 +204,18 @@ class Controller:
         return True
 
     async def _run_loop(self) -> None:
+        pipeline = self.pipeline
         while not self._stop.is_set():
             now = time.monotonic()
-            fp = self.source.fingerprint()
-            if fp != self._fingerprint:
-                self._fingerprint = fp
-                self._dirty_since = self._dirty_since or now
-                self._dirty_last = now
-            if self._dirty_since and self.source.synced and now >= self._translate_due():
-                self._translate()
+            pipeline.poll(now)
+            due = pipeline.due()
+            if due is not None and now >= due:
+                pipeline.start()
             self._maybe_pass(now)
             wake = now + 1.0
-            if self._dirty_since and self.source.synced:
-                wake = min(wake, self._translate_due())
+            due = pipeline.due()
+            if due is not None:
+                wake = min(wake, due)
             if self.elector.is_leader and self.status is not None and self._pass is None:
                 wake = min(wake, max(self._next_full, self._retry_at))
                 if self._pass_wanted:
@@ -225,6 +228,7 @@ class Controller:
 
     async def _shutdown(self) -> None:
         log.info("stopping")
+        self.pipeline.close()
         # Step down first: a pass under way stops at its next write.
         await asyncio.to_thread(self.elector.stop)
         if self._pass is not None:
@@ -261,34 +265,13 @@ class Controller:
 
     # --- source → report ------------------------------------------------------------------
 
-    def _translate_due(self) -> float:
-        return min(self._dirty_last + self.cfg.holdoff_ms / 1000.0,
-                   self._dirty_since + self.cfg.holdoff_max_ms / 1000.0)
+    @property
+    def status(self):
+        """The last StatusReport (None before the first translation)."""
+        return self.pipeline.status
 
-    def _translate(self) -> None:
-        self._dirty_since = self._dirty_last = 0.0
-        self._fingerprint = self.source.fingerprint()
-        # Only what changed since the last call is parsed, and translation keeps
-        # what it can (Memo), as in a data-plane pod: a change costs its own size.
-        changes = self.source.changes()
-        changed = self.cache.apply_changes(changes.upserts, changes.deletes)
-        for err in self.cache.errors:
-            self.config_errors += 1
-            log.error("object rejected; keeping its last good version", extra={"fields": {
-                "error": str(err)}})
-        if not changed and self.status is not None:
-            return  # e.g. only a status we wrote changed
-        try:
-            result = translate(self.cache.objects(), default_class=None,
-                               ingress_http_port=self.cfg.ingress_http_port, memo=self._memo)
-        except Exception:
-            log.exception("translation failed; status stays as it is")
-            self._memo = Memo()  # trust nothing half-done
-            return
+    def _translated(self, build: Build) -> None:
         self.translations += 1
-        old, self.status = self.status, result.status
-        for line in result.status.changes_since(old):
-            log.info("status: " + line)
         self._pass_wanted = True
 
     # --- report → API (leader only) -------------------------------------------------------
@@ -370,6 +353,7 @@ class Controller:
             "passes": self.passes,
             "status_writes": self.status_writes,
             "last_pass": last,
+            "config_errors": [str(p) for p in self.pipeline.problems()],
             **report,
         }
 
@@ -394,9 +378,7 @@ class _Collector:
         m = CounterMetricFamily("fluxgate_controller_translations", "Translations of the watched objects")
         m.add_metric([], c.translations)
         yield m
-        m = CounterMetricFamily("fluxgate_config_errors", "Objects rejected")
-        m.add_metric([], c.config_errors)
-        yield m
+        yield config_errors(c.pipeline)
         m = CounterMetricFamily("fluxgate_status_passes", "Status passes", labels=["kind"])
         m.add_metric(["incremental"], c.passes - c.full_passes)
         m.add_metric(["full"], c.full_passes)

@@ -7,7 +7,9 @@ Prometheus and operators, never for traffic.
   /readyz          200 once every worker serves a table, else 503 and why
   /metrics         Prometheus text format, every worker aggregated
   /debug/config    the live table (generation, checksum, workers, table)
-  /debug/status    per-object conditions from the last translation
+  /debug/status    per-object conditions from the last translation, and the
+                   config errors that hold now (files and objects keeping
+                   their last good version)
   /debug/workers   the supervisor's view of each worker
   /debug/route     which route, rule and backend a request would take, and why
                    (?host=…&path=…&method=…&port=…; other parameters are headers)
@@ -138,6 +140,17 @@ def _json(status: int, data) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(data, indent=1, default=str).encode() + b"\n"
 
 
+def config_errors(pipeline) -> CounterMetricFamily:
+    """``fluxgate_config_errors_total{kind, reason}``: problems with the input
+    (control/pipeline.py ``error_labels``), counted when found."""
+    c = CounterMetricFamily("fluxgate_config_errors",
+                            "Config files, documents or objects rejected (each kept its last good version)",
+                            labels=["kind", "reason"])
+    for (kind, reason), count in sorted(pipeline.config_errors.items()):
+        c.add_metric([kind, reason], count)
+    return c
+
+
 class _Collector:
     """Reads the live numbers at scrape time (workers' counters are in the ring)."""
 
@@ -155,9 +168,7 @@ class _Collector:
         g = GaugeMetricFamily("fluxgate_table_bytes", "Size of the published route table")
         g.add_metric([], s.publisher.last_bytes)
         yield g
-        c = CounterMetricFamily("fluxgate_config_errors", "Config files or objects rejected")
-        c.add_metric([], s.config_errors)
-        yield c
+        yield config_errors(s.pipeline)
         workers = s.supervisor.describe()
         g = GaugeMetricFamily("fluxgate_workers", "Worker processes", labels=["state"])
         g.add_metric(["alive"], sum(1 for w in workers if w["alive"]))

@@ -9,14 +9,21 @@ so translation reuses every object that did not change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from control.objects.raw import KObject
+from control.objects.raw import KObject, LoadError
 
 
 @dataclass(frozen=True)
 class Changes:
-    """Objects to (re)read and objects gone (identified by kind, namespace, name)."""
+    """Objects to (re)read and objects gone (identified by kind, namespace, name).
+
+    ``upserts`` hold at most one object per key, so applying them in any order
+    gives the same cache. ``errors``: what the source found wrong while reading
+    (a file that does not parse; it keeps its last good version), reported
+    once, when found.
+    """
 
     upserts: list[KObject]
     deletes: list[KObject]
+    errors: list[LoadError] = field(default_factory=list)

@@ -106,16 +106,21 @@ def translate(
         memo.store = (objects, store)
     report = StatusReport()
     shard = tuple(gateways) if gateways is not None else None
-    context = (default_class, controller_name, shard,
-               *(o for o in objects if not isinstance(o, _NOT_CONTEXT)))
+    route_set = memo.routes if memo is not None else RouteSet()
+    last = route_set.context
+    if store.replaced_routes is not None and last is not None and last[:3] == (
+            default_class, controller_name, shard):
+        context = last  # only routes were replaced: every context object is the same
+    else:
+        context = (default_class, controller_name, shard,
+                   *(o for o in objects if not isinstance(o, _NOT_CONTEXT)))
     classes = gateway.accept_classes(
         store, report, controller_name=controller_name, default_class=default_class
     )
     gateways = gateway.accept_gateways(_shard(store, report, shard), report, classes)
     resolver = BackendResolver(store, memo.clusters if memo is not None else None)
-    route_set = memo.routes if memo is not None else RouteSet()
     routes = route_set.attach_all(
-        [(store.http_routes.values(), httproute.rules), (store.fluxgate_routes.values(), fluxgateroute.rules)],
+        [(store.http_routes, httproute.rules), (store.fluxgate_routes, fluxgateroute.rules)],
         context, store, gateways, resolver, report, controller_name)
 
     listeners = tuple(

@@ -64,6 +64,9 @@ class ListenerState:
     usable: bool = False  # accepted and not conflicted: routes may attach
     programmed: bool = False  # in the table
     attachments: dict[str, ir.Attachment] = field(default_factory=dict)  # by route ref
+    # ``attachments`` sorted by route ref, when whoever set them had it at hand
+    # (routeset.py keeps it between translations); None: sort here.
+    sorted_attachments: tuple[ir.Attachment, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -99,7 +102,8 @@ class ListenerState:
             protocol=self.spec.protocol,
             hostname=self.hostname,
             programmed=self.programmed,
-            attachments=tuple(att for _, att in sorted(self.attachments.items(), key=_FIRST)),
+            attachments=self.sorted_attachments if self.sorted_attachments is not None
+            else tuple(att for _, att in sorted(self.attachments.items(), key=_FIRST)),
         )
 
 

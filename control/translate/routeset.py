@@ -65,6 +65,7 @@ class RouteSet:
 
     def __init__(self) -> None:
         self.context: tuple | None = None
+        self.fresh_context = True
         self._reset()
         self.reused = self.computed = 0
         self.fresh: list[ObjectKey] = []  # routes whose outcome the last call computed
@@ -79,10 +80,14 @@ class RouteSet:
         self._specs: dict[str, ClusterSpec] = {}  # one per name within a context
         self._served: dict[str, ir.Route] = {}
         self._used: Counter[str] = Counter()  # clusters served routes send to (mirrors too)
+        # Sorted views of _served and of each listener's _attached, kept until
+        # they change: at 100k routes each sort costs ~50 ms per translation.
+        self._served_sorted: tuple[ir.Route, ...] | None = None
+        self._attached_sorted: dict[_Listener, tuple[ir.Attachment, ...]] = {}
 
     def attach_all(
         self,
-        kinds: Iterable[tuple[Iterable[Any], RulesOf]],
+        kinds: Iterable[tuple[dict[ObjectKey, Any], RulesOf]],
         context: tuple,
         store: Store,
         gateways: dict[ObjectKey, GatewayState],
@@ -90,31 +95,40 @@ class RouteSet:
         report: StatusReport,
         controller_name: str,
     ) -> tuple[ir.Route, ...]:
-        """Attach every route of ``kinds`` ((routes, rules_of) per kind), recording
+        """Attach every route of ``kinds`` ((routes by key, rules_of) per kind), recording
         status in ``report`` and attachments in ``gateways``' listeners; the
         routes served by at least one listener, sorted by ref."""
         # Identity short-cuts the comparison of every unchanged object.
-        if context != self.context:
+        self.fresh_context = context != self.context
+        if self.fresh_context:
             self.context = context
             self._reset()
         previous = self.outcomes
-        current: dict[ObjectKey, Outcome] = {}
         self.computed = 0
         self.fresh = []
-        for routes, rules_of in kinds:
-            for route in routes:
-                key = route.key
-                old = previous.get(key)
-                if old is not None and old.route is route:
-                    current[key] = old
-                    continue
-                new = _outcome(route, rules_of, store, gateways, resolver, controller_name)
-                self.computed += 1
-                self.fresh.append(key)
-                if old is not None:
-                    self._take(old)
-                self._put(new)
-                current[key] = new
+        replaced = store.replaced_routes
+        if replaced is not None and previous and not self.fresh_context:
+            # Only these routes were replaced in place (Store.replaced): every
+            # other route is the very object its outcome was computed from.
+            current = dict(previous)
+            for key in replaced:
+                for routes, rules_of in kinds:
+                    route = routes.get(key)
+                    if route is not None:
+                        self._attach(route, rules_of, previous.get(key), current, store, gateways,
+                                     resolver, controller_name)
+                        break
+        else:
+            current = {}
+            for routes, rules_of in kinds:
+                for route in routes.values():
+                    key = route.key
+                    old = previous.get(key)
+                    if old is not None and old.route is route:
+                        current[key] = old
+                        continue
+                    self._attach(route, rules_of, old, current, store, gateways, resolver,
+                                 controller_name)
         if len(current) != len(previous) or self.computed:
             for key, old in previous.items():
                 if key not in current:
@@ -122,7 +136,22 @@ class RouteSet:
         self.outcomes = current
         self.reused = len(current) - self.computed
         self._copy_into(gateways, resolver, report)
-        return tuple(sorted(self._served.values(), key=_REF))
+        if self._served_sorted is None:
+            self._served_sorted = tuple(sorted(self._served.values(), key=_REF))
+        return self._served_sorted
+
+    def _attach(self, route, rules_of: RulesOf, old: "Outcome | None", current: dict,
+                store: Store, gateways: dict[ObjectKey, GatewayState], resolver: BackendResolver,
+                controller_name: str) -> None:
+        if old is not None and old.route is route:
+            return
+        new = _outcome(route, rules_of, store, gateways, resolver, controller_name)
+        self.computed += 1
+        self.fresh.append(route.key)
+        if old is not None:
+            self._take(old)
+        self._put(new)
+        current[route.key] = new
 
     # --- the sums -----------------------------------------------------------------
 
@@ -139,11 +168,13 @@ class RouteSet:
             if known is not None:  # one route reaching a listener through two parentRefs
                 hosts = known.hostnames + tuple(h for h in hosts if h not in known.hostnames)
             attached[ref] = ir.Attachment(route=ref, hostnames=hosts)
+            self._attached_sorted.pop((gw_key, index), None)
         self._statuses.update(o.report.by_key())
         for note in o.report.notes:
             self._notes[note] += 1
         if o.served:
             self._served[ref] = o.ir
+            self._served_sorted = None
             for name in cluster_names(o.ir):
                 self._used[name] += 1
 
@@ -157,6 +188,7 @@ class RouteSet:
         ref = o.ir.ref
         for gw_key, index, _ in o.attachments:
             self._attached[(gw_key, index)].pop(ref, None)
+            self._attached_sorted.pop((gw_key, index), None)
         for key in o.report.by_key():
             self._statuses.pop(key, None)
         for note in o.report.notes:
@@ -164,6 +196,7 @@ class RouteSet:
             if not self._notes[note]:
                 del self._notes[note]
         if self._served.pop(ref, None) is not None:
+            self._served_sorted = None
             for name in cluster_names(o.ir):
                 self._used[name] -= 1
                 if not self._used[name]:
@@ -175,8 +208,15 @@ class RouteSet:
         for (gw_key, index), keys in self._counted.items():
             # attachedRoutes counts each route once, however many parentRefs pick it.
             gateways[gw_key].listeners[index].status.attached_routes = len(keys)
-        for (gw_key, index), attached in self._attached.items():
-            gateways[gw_key].listeners[index].attachments = dict(attached)
+        for listener, attached in self._attached.items():
+            gw_key, index = listener
+            state = gateways[gw_key].listeners[index]
+            state.attachments = dict(attached)
+            done = self._attached_sorted.get(listener)
+            if done is None:
+                done = self._attached_sorted[listener] = tuple(
+                    att for _, att in sorted(attached.items(), key=_FIRST))
+            state.sorted_attachments = done
         for name, spec in self._specs.items():
             resolver.want(name, spec)
         report.adopt_objects(self._statuses)
@@ -198,6 +238,7 @@ def cluster_names(route: ir.Route) -> list[str]:
 
 
 _REF = operator.attrgetter("ref")
+_FIRST = operator.itemgetter(0)
 
 
 def _outcome(

@@ -43,6 +43,9 @@ class Store:
         self.ingress_classes: dict[str, r.IngressClass] = {}
         self._slices: dict[tuple[str, str], list[r.EndpointSlice]] = defaultdict(list)
         self._grants: dict[str, list[r.ReferenceGrant]] = defaultdict(list)
+        # Made by ``replaced``: the keys of the routes replaced (every other
+        # object is the one of the Store it was made from); None: built anew.
+        self.replaced_routes: list[ObjectKey] | None = None
         for obj in ordered:
             if isinstance(obj, r.GatewayClass):
                 self.gateway_classes[obj.name] = obj
@@ -87,6 +90,7 @@ class Store:
                 for b in mine:
                     routes[b.key] = b
                 setattr(patched, attr, routes)
+        patched.replaced_routes = [b.key for _, b in changed]
         return patched
 
     def endpoint_slices(self, namespace: str, service: str) -> list[r.EndpointSlice]:

@@ -187,3 +187,38 @@ def test_validate_cli_starts_no_process_and_maps_no_shared_memory(tmp_path, monk
     path = write(tmp_path / "gw.yaml", GATEWAY, SERVICE, ROUTE)
     assert cli.main(["validate", str(path)]) == EXIT_OK
     assert capsys.readouterr().out.splitlines()[-1].startswith("valid: ")
+
+
+FLUXGATE_POLICY = """\
+apiVersion: fluxgate.io/v1alpha3
+kind: FluxGatePolicy
+metadata: {name: limits}
+spec: {targetRef: {kind: HTTPRoute, name: web}}
+"""
+
+TLS_ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: tls}
+spec: {parentRefs: [{name: gw}]}
+"""
+
+
+@pytest.mark.parametrize("doc, what", [
+    (FLUXGATE_POLICY, "FluxGatePolicy (fluxgate.io/v1alpha3)"),
+    (TLS_ROUTE, "TLSRoute (gateway.networking.k8s.io/v1alpha2)"),
+])
+def test_validate_unserved_kind_of_our_groups_exits_1(tmp_path, doc, what):
+    # `fluxgate run` would not enforce it: a pipeline must not pass it as "valid, 1 warning".
+    result = validate(write(tmp_path / "gw.yaml", GATEWAY, doc))
+    assert result.exit_code == EXIT_INVALID
+    [error] = _tagged(result, "error")
+    assert f"(document 2) {what.split(' ')[0]}" in error
+    assert f"not enforced: {what} is not a kind FluxGate serves" in error
+    assert not _tagged(result, "warning")
+    assert result.text()[-1].startswith("invalid: 1 error,")
+
+
+def test_validate_unsupported_kind_of_other_groups_stays_a_warning(tmp_path):
+    result = validate(write(tmp_path / "gw.yaml", GATEWAY, CONFIGMAP))
+    assert result.exit_code == EXIT_OK and len(_tagged(result, "warning")) == 1

@@ -59,3 +59,20 @@ def test_handled_clears_and_retry_schedules_exactly():
     assert h.due() is None
     h.retry(5.05)
     assert h.pending and h.due() == 5.05
+
+
+def test_taken_changes_are_handled_and_a_change_during_the_build_waits_for_the_next():
+    h = Holdoff(100, 500)
+    h.changed(10.0)
+    assert h.take(10.1) == 10.0 and h.due() is None
+    h.changed(10.2)  # while the build runs
+    assert abs(h.due() - 10.3) < 1e-9
+
+
+def test_given_back_changes_keep_their_maximum_delay_from_the_first():
+    h = Holdoff(100, 500)
+    h.changed(10.0)
+    first = h.take(10.1)
+    h.give_back(first, 10.45)
+    assert h.due() == 10.5  # not 10.55: never past max_delay after the first change
+    assert h.can_wait(10.49) and not h.can_wait(10.5)

@@ -76,3 +76,14 @@ def test_status_to_builtins_is_json_ready_and_uses_api_field_names():
 def test_status_reports_compare_by_content():
     assert _report() == _report()
     assert _report() != _report(programmed=False)
+
+
+def test_status_judged_changes_mark_failing_conditions():
+    # The runner logs a rejection (a failing condition) as a warning.
+    judged = _report(programmed=False).judged_changes_since(_report())
+    assert judged == [
+        ("Gateway default/gw: Accepted=True Programmed=False (Invalid: no listener is valid)", True),
+        ("Gateway default/gw listener http: attachedRoutes=1 Accepted=True", False),
+    ]
+    assert [line for line, _ in judged] == _report(programmed=False).changes_since(_report())
+    assert not any(failing for _, failing in _report().judged_changes_since(None))

@@ -128,3 +128,35 @@ def test_a_route_edit_recomputes_that_route_only():
     cache.apply_changes([KObject(svc, "x", 0)])
     translate(cache.objects(), memo=memo)
     assert (memo.routes.computed, memo.routes.reused) == (20, 0)
+
+
+def test_a_route_edit_patches_the_compiled_layout_and_equals_a_fresh_compile():
+    # compile_table's _patch relies on each listener's attachments being sorted
+    # by route ref, and moves only the edited route (the rest is not rebuilt).
+    objs = [
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+         "metadata": {"name": "gw", "namespace": "default"},
+         "spec": {"gatewayClassName": "fluxgate", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "default"},
+         "spec": {"ports": [{"port": 80}]}},
+    ]
+    routes = [{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+               "metadata": {"name": f"r{i}", "namespace": "default"},
+               "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [f"h{i % 7}.example.com"],
+                        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": f"/r{i}"}}],
+                                   "backendRefs": [{"name": "svc", "port": 80}]}]}} for i in range(50)]
+    cache, memo, compiled = ObjectCache(), Memo(), CompileMemo()
+    cache.apply_changes([KObject(o, "x", 0) for o in objs + routes])
+    first = translate(cache.objects(), memo=memo)
+    for lst in first.ir.listeners:
+        refs = [att.route for att in lst.attachments]
+        assert refs == sorted(refs)
+    compile_table(first.ir, memo=compiled)
+    layout = compiled.state
+    edited = copy.deepcopy(routes[10])
+    edited["spec"]["hostnames"] = ["h6.example.com"]  # moves to another vhost (it was h3)
+    cache.apply_changes([KObject(edited, "x", 0)])
+    result = translate(cache.objects(), memo=memo)
+    table = compile_table(result.ir, memo=compiled)
+    assert compiled.state is layout and compiled.compiled == 1  # patched, not rebuilt
+    assert table == compile_table(result.ir)

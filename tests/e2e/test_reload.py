@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -170,3 +171,64 @@ def test_reload_removing_a_listener_keeps_accepted_connections(tmp_path, gateway
         assert echoed(request(port, "/")[2])["backend"] == "a"
     finally:
         holder.close()
+
+
+def _serving(tmp_path, gateway_factory, echo_factory, port):
+    """A gateway serving backend "a" from gw.yaml: (config path, its objects, gateway, generation)."""
+    a = echo_factory("a")
+    cfg = tmp_path / "gw.yaml"
+    docs = objects(port, {"a": [a.port]}, _routes("a"))
+    write_config(cfg, docs)
+    gw = gateway_factory(cfg)
+    return cfg, docs, gw, gw.debug_config()["generation"]
+
+
+def test_reload_rejection_and_unserved_kind_are_warnings(tmp_path, gateway_factory, echo_factory, port):
+    cfg, docs, gw, gen = _serving(tmp_path, gateway_factory, echo_factory, port)
+    to_nowhere = route("nowhere", [{"matches": [{"path": {"type": "PathPrefix", "value": "/nowhere"}}],
+                                    "backendRefs": [{"name": "missing", "port": 80}]}])
+    policy = {"apiVersion": "fluxgate.io/v1alpha3", "kind": "FluxGatePolicy",
+              "metadata": {"name": "limits", "namespace": "default"}, "spec": {}}
+    write_config(cfg, docs + [to_nowhere, policy])
+    gw.wait_generation(gen + 1)
+    _until(lambda: "HTTPRoute default/nowhere" in gw.log())
+    lines = gw.log().splitlines()
+    [rejected] = [line for line in lines if "status: HTTPRoute default/nowhere" in line]
+    assert " WARNING " in rejected and "ResolvedRefs=False" in rejected
+    [unserved] = [line for line in lines if "FluxGatePolicy" in line]
+    assert " WARNING " in unserved and "not enforced" in unserved
+    assert echoed(request(port, "/")[2])["backend"] == "a"
+
+
+def test_reload_document_without_identity_keeps_the_files_last_good_version(
+        tmp_path, gateway_factory, echo_factory, port):
+    # Defect 2: a Gateway without metadata.name (or a document that is a list)
+    # used to remove every object of its file: the listener went away.
+    cfg, good, gw, gen = _serving(tmp_path, gateway_factory, echo_factory, port)
+    nameless = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {},
+                "spec": {"gatewayClassName": "fluxgate", "listeners": []}}
+    for n, bad in enumerate([nameless, ["a", "list"]], start=1):
+        write_config(cfg, good + [bad])
+        _until(lambda: _status(gw)["config_errors"])
+        [error] = _status(gw)["config_errors"]
+        assert str(cfg) in error and "(document" in error
+        assert echoed(request(port, "/")[2])["backend"] == "a"  # the listener keeps serving
+        assert gw.debug_config()["generation"] == gen  # nothing published
+        metrics = gw.admin("/metrics")[2].decode()
+        assert f'fluxgate_config_errors_total{{kind="",reason="identity"}} {float(n)}' in metrics
+        write_config(cfg, good)
+        _until(lambda: not _status(gw)["config_errors"])
+        assert _status(gw)["config_errors"] == []
+    assert "config rejected; keeping the last good version" in gw.log()
+    assert echoed(request(port, "/")[2])["backend"] == "a"
+
+
+def _until(predicate, timeout: float = 5.0) -> None:
+    """Poll ``predicate`` until true or ``timeout`` (the asserts after it say what failed)."""
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _status(gw) -> dict:
+    return json.loads(gw.admin("/debug/status")[2])
