@@ -71,6 +71,7 @@ from control.sources import kubernetes as kube
 from control.controller.status_writer import PassResult, StatusWriter
 from control.holdoff import Holdoff
 from control.pipeline import Build, Pipeline, tune_process
+from control.retry import backoff_delay
 from control.servers.webhook import Webhook
 
 log = logging.getLogger("fluxgate.controller")
@@ -330,7 +331,7 @@ class Controller:
             self._pass_failures, self._retry_at = 0, 0.0
 
     def _backoff(self, failures: int) -> float:
-        return kube.backoff_delay(failures, self.pass_backoff_base, self.pass_backoff_cap)
+        return backoff_delay(failures, self.pass_backoff_base, self.pass_backoff_cap)
 
     # --- what the admin server shows --------------------------------------------------------
 

@@ -17,7 +17,7 @@ import yaml
 
 from control.objects import validation
 from control.sources.files import FileSource
-from tests.control.test_kubernetes_source import (  # noqa: F401  (fixtures)
+from tests.control.sources.kubernetes.fixtures import (  # noqa: F401  (fixtures)
     _backlog, caught_up, gateway, kube, route, servers, service, sources)
 
 GW = "gateway.networking.k8s.io/v1"

@@ -15,7 +15,6 @@ here (``from control.sources.kubernetes import KubernetesSource``), not from
 the modules, which may move; only the package's own tests reach into them.
 """
 
-from control.retry import backoff_delay
 from control.sources.kubernetes.plan import (
     ENDPOINT_SLICE, FLUXGATE_ROUTE, GATEWAY, GATEWAY_CLASS, HTTP_ROUTE, INGRESS, INGRESS_CLASS,
     NAMESPACE, REFERENCE_GRANT, SECRET, SERVICE, Settings, WatchSpec, plan)
@@ -31,6 +30,6 @@ __all__ = [
     "GATEWAY", "GATEWAY_CLASS", "Gone", "HTTP_ROUTE", "INGRESS", "INGRESS_CLASS", "Interrupted",
     "KubernetesSource", "LIST_LIMIT", "LIST_READ_TIMEOUT", "NAMESPACE", "NOT_INSTALLED",
     "NotInstalled", "REFERENCE_GRANT", "SECRET", "SERVICE", "Settings", "TLS_SECRET_TYPE",
-    "WATCH_READ_GRACE", "WatchError", "WatchSpec", "backoff_delay", "describe_error", "plan",
+    "WATCH_READ_GRACE", "WatchError", "WatchSpec", "describe_error", "plan",
     "secret_refs",
 ]
