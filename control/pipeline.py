@@ -27,8 +27,11 @@ Rules (what must stay true):
   every memo is dropped (trust nothing half-done). A build that must wait
   (``hold``: new routes wait for their endpoints) or whose hand-off is busy
   (``retry``) runs again, even when nothing new changed.
-* GC: no cyclic collection runs during a build; after its hand-off what is
-  alive is frozen (``_settle_gc``). The switch interval is 1 ms (``tune_process``).
+* GC (``_settle_gc``): what is alive when a build starts is frozen, so the
+  collections during a build see only what that build made (the first
+  build, where everything is new, runs with the collector off); after the
+  hand-off the young generation is collected and the survivors frozen. The
+  switch interval is 1 ms (``tune_process``).
 * Only what an edit needs before it is served runs before the hand-off: the
   young generation's collection (about 50 ms at 100k routes) waits until the
   loop has handed the build off, and the next build waits for it (``_running``
@@ -163,7 +166,11 @@ class Pipeline:
 
         def work() -> None:
             collecting = gc.isenabled()
-            gc.disable()  # see _settle_gc
+            if self._froze and collecting:
+                gc.collect(1)  # the loop's garbage since the last build: small
+                gc.freeze()  # what is alive now is out of sight; collections see this build's only
+            else:
+                gc.disable()  # the first build: every object is new (see _settle_gc)
             handed = threading.Event()
             try:
                 build = self._stages(force, may_wait)
@@ -277,16 +284,21 @@ class Pipeline:
             log.warning("config ignored", extra={"fields": {"warning": str(warn)}})
 
     def _settle_gc(self) -> None:
-        """The cyclic GC during builds: off, then everything alive frozen.
+        """After a build's hand-off: the young objects collected, everything alive frozen.
 
         A build at 100k routes made half its time in collections (full ones
-        walk every object, holding the GIL: /healthz waited seconds). So none
-        runs during a build; after it the young objects are collected once
-        (not after the first build: that is every object, seconds of GIL) and
-        everything alive is frozen: out of the collector's sight for good,
-        still freed by reference counting when replaced. Measured: an edit
-        leaves no cyclic garbage among the objects it replaces (the first
-        build leaves about 200 objects, frozen once), so nothing piles up."""
+        walk every object, holding the GIL: /healthz waited seconds). Frozen
+        objects are out of the collector's sight for good, still freed by
+        reference counting when replaced, so a collection walks only what was
+        made since the last freeze. The first build runs with the collector
+        off (every object is new; collecting them is seconds of GIL) and is
+        frozen without a collection; later builds start by collecting the
+        loop's few young objects and freezing (``start``), then run with the
+        collector on: with it off, the one collection after the build walked
+        every container the build made (100k-entry dicts: 50-140 ms of GIL,
+        /healthz over 100 ms). Measured: an edit leaves no cyclic garbage
+        among the objects it replaces (the first build leaves about 200
+        objects, frozen once), so nothing piles up."""
         if self._froze:
             gc.collect(1)
         self._froze = True
