@@ -27,17 +27,17 @@ Rules (what must stay true):
   every memo is dropped (trust nothing half-done). A build that must wait
   (``hold``: new routes wait for their endpoints) or whose hand-off is busy
   (``retry``) runs again, even when nothing new changed.
-* GC (``_settle_gc``): what is alive when a build starts is frozen, so the
-  collections during a build see only what that build made (the first
-  build, where everything is new, runs with the collector off); after the
-  hand-off the young generation is collected and the survivors frozen. The
-  switch interval is 1 ms (``tune_process``).
+* GC (``_prepare_gc``, ``_settle_gc``): what is alive when a build starts
+  is frozen, so the collections during a build see only what that build
+  made (the first build, where everything is new, runs with the collector
+  off); after the hand-off the young generation is collected and the
+  survivors frozen. The switch interval is 1 ms (``tune_process``).
 * Only what an edit needs before it is served runs before the hand-off: the
-  young generation's collection (about 50 ms at 100k routes) waits until the
-  loop has handed the build off, and the next build waits for it (``_running``
-  stays set: two threads must not switch the collector); the status lines
-  (a comparison with the last report, about 80 ms at 100k objects) are made
-  and logged by their own thread.
+  young generation's last collection waits until the loop has handed the
+  build off, and the next build waits for it (``_running`` stays set: two
+  threads must not switch the collector); the status lines (a comparison
+  with the last report, about 80 ms at 100k objects) are made and logged by
+  their own thread.
 * Problems with the input are warnings, never a stop: each is logged once
   when found and counted (``config_errors`` by kind and reason, for
   ``fluxgate_config_errors_total``); what fails now (a file keeping its last
@@ -165,12 +165,7 @@ class Pipeline:
         self._running = True
 
         def work() -> None:
-            collecting = gc.isenabled()
-            if self._froze and collecting:
-                gc.collect(1)  # the loop's garbage since the last build: small
-                gc.freeze()  # what is alive now is out of sight; collections see this build's only
-            else:
-                gc.disable()  # the first build: every object is new (see _settle_gc)
+            collecting = self._prepare_gc()
             handed = threading.Event()
             try:
                 build = self._stages(force, may_wait)
@@ -283,6 +278,17 @@ class Pipeline:
         for warn in build.warnings:
             log.warning("config ignored", extra={"fields": {"warning": str(warn)}})
 
+    def _prepare_gc(self) -> bool:
+        """Before a build (see ``_settle_gc``); returns whether the collector
+        was on, i.e. whether ``_settle_gc`` must run after the build."""
+        collecting = gc.isenabled()
+        if self._froze and collecting:
+            gc.collect(1)  # the loop's garbage since the last build: small
+            gc.freeze()  # what is alive now is out of sight; collections see this build's only
+        else:
+            gc.disable()  # the first build: every object is new
+        return collecting
+
     def _settle_gc(self) -> None:
         """After a build's hand-off: the young objects collected, everything alive frozen.
 
@@ -293,7 +299,7 @@ class Pipeline:
         made since the last freeze. The first build runs with the collector
         off (every object is new; collecting them is seconds of GIL) and is
         frozen without a collection; later builds start by collecting the
-        loop's few young objects and freezing (``start``), then run with the
+        loop's few young objects and freezing (``_prepare_gc``), then run with the
         collector on: with it off, the one collection after the build walked
         every container the build made (100k-entry dicts: 50-140 ms of GIL,
         /healthz over 100 ms). Measured: an edit leaves no cyclic garbage
@@ -336,10 +342,7 @@ class _StatusLog:
     def compare(self, report: StatusReport, previous: StatusReport | None) -> None:
         """Log what differs between two handed-off reports (statuses are not
         changed once a translation is done, so this thread may read them)."""
-        self._put((report, previous))
-
-    def _put(self, item) -> None:
-        self._queue.put(item)
+        self._queue.put((report, previous))
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="fluxgate-status-log",

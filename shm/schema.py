@@ -30,7 +30,7 @@ _S = dict(frozen=True, array_like=True, forbid_unknown_fields=False)
 # Leaves (only str, int, bool, bytes fields: they can never be part of a
 # reference cycle) are not tracked by the cyclic GC. A 100k-host table has
 # 300k of them in each process's newest generation after every build or
-# swap; tracked, each collection walked them all (50 ms a build at 100k).
+# swap; tracked, every collection of that generation would walk them all.
 _LEAF = dict(_S, gc=False)
 
 
