@@ -35,7 +35,7 @@ from typing import Iterable
 from control.objects.raw import KObject, LoadError, location
 from control.sources.files import Loaded
 from control.objects import kinds, validation
-from control.objects.resources import ObjectKey, Resource
+from control.objects.resources import ObjectKey, Resource, key_order
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,12 @@ class ObjectCache:
 
     def rejected(self) -> list[LoadError]:
         """Objects whose latest version is rejected now (``apply_changes``), by key."""
-        return [self._rejected[k] for k in sorted(self._rejected)]
+        return [self._rejected[k] for k in sorted(self._rejected, key=key_order)]
 
     def objects(self) -> tuple[Resource, ...]:
         """Every current object, sorted by key (translate's input)."""
         if self._sorted is None:
-            keys = sorted(self._entries)
+            keys = sorted(self._entries, key=key_order)
             self._list = [self._entries[k].resource for k in keys]
             self._position = {k: i for i, k in enumerate(keys)}
             self._sorted = tuple(self._list)

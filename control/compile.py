@@ -95,29 +95,35 @@ class CompileMemo:
 def compile_table(ir: irt.IR, source: str = "", memo: CompileMemo | None = None) -> schema.CompiledTable:
     memo = memo if memo is not None else CompileMemo()
     memo.reused = memo.compiled = 0
-    live: dict[str, tuple[irt.Route, tuple[_Item, ...]]] = {}
-    previous_routes = memo.routes
+    state = memo.state
+    # Until one of the layout paths below completes: a failure half-way leaves
+    # ``memo.routes`` partly updated, so the next table is built, not patched.
+    memo.state = None
+    # Updated in place (refs are unique: one route per object): a one-route
+    # edit at 100k routes makes one new entry, not a new 100k-entry dict for
+    # the collector to walk.
+    live = memo.routes
     changed: list[str] = []  # refs whose items are new, or gone
     count = 0  # items in this table
     for route in ir.routes:
-        hit = previous_routes.get(route.ref)
+        hit = live.get(route.ref)
         if hit is not None and hit[0] is route:
             memo.reused += 1
         else:
-            hit = (route, _items(route, memo.actions))
+            hit = live[route.ref] = (route, _items(route, memo.actions))
             memo.compiled += 1
             changed.append(route.ref)
-        live[route.ref] = hit
         count += len(hit[1])
-    if len(live) - (len(changed) - sum(1 for ref in changed if ref in previous_routes)) != len(previous_routes):
-        changed += previous_routes.keys() - live.keys()
-    memo.routes = live
+    if len(live) > len(ir.routes):
+        refs = {route.ref for route in ir.routes}
+        gone = [ref for ref in live if ref not in refs]
+        for ref in gone:
+            del live[ref]
+        changed += gone
     if len(memo.actions) > 2 * count + 64:
         memo.actions = {i.action: i.action for _, items in live.values() for i in items}
     signature = tuple((lst.gateway, lst.name, lst.addresses, lst.port, lst.programmed)
                       for lst in ir.listeners)
-    state = memo.state
-    memo.state = None  # until one of the paths below completes
     if (state is not None and state.signature == signature
             and len(changed) * 8 <= len(live) + 64 and _patch(state, ir, live, changed)):
         memo.state = state

@@ -14,7 +14,8 @@ the table is built off the loop (control/pipeline.py), so /healthz, /readyz,
   in Kubernetes mode a change after a quiet period is acted on at once); when
   it ends a build reads what changed into the cache, and only if the cache
   says something that matters changed is a table translated, compiled and
-  encoded (in the build thread); the loop writes it into the ring and tells
+  encoded and staged in a free ring slot (in the build thread); the loop
+  makes it current and tells
   the workers: a burst is one build and one publish (two in Kubernetes mode:
   its first event, then the rest);
 * signal handlers only set what the loop acts on (reload, stop);
@@ -249,20 +250,29 @@ class Runner:
     # --- the pipeline's stages that are the runner's ------------------------------------
 
     def _compile(self, translation):
-        """Build thread: compile and encode (the ring is written on the loop)."""
+        """Build thread: compile, encode and stage in a free ring slot (the
+        loop only makes it current: a copy of a large table would stall it)."""
         t0 = time.perf_counter()
         table = compile_table(translation.ir, source="kubernetes" if self.kubernetes else self.cfg.config,
                               memo=self.compile_memo)
         t1 = time.perf_counter()
-        encoded = self.publisher.encode(table)
-        return {"encoded": encoded, "compile_ms": round((t1 - t0) * 1000, 1),
-                "encode_ms": round(encoded.seconds * 1000, 1)}
+        out = {"compile_ms": round((t1 - t0) * 1000, 1)}
+        try:
+            out["encoded"] = encoded = self.publisher.prepare(table)
+        except RingBusy as exc:  # retried by _publish, like a busy write
+            out["busy"] = exc
+            return out
+        out["encode_ms"] = round((encoded.seconds + encoded.stage_seconds) * 1000, 1)
+        return out
 
     def _publish(self, build: Build) -> bool:
-        """Loop: write the built table into the ring and tell the workers; False
-        if the ring is busy (the pipeline builds and publishes again shortly)."""
+        """Loop: make the built table current and tell the workers; False if
+        the ring is busy (the pipeline builds and publishes again shortly)."""
         t0 = time.perf_counter()
         try:
+            busy = build.output.get("busy")
+            if busy is not None:
+                raise busy
             generation = self.publisher.write(build.output["encoded"])
         except RingBusy as exc:
             log.warning("ring busy; will publish again shortly", extra={"fields": {"error": str(exc)}})

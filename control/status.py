@@ -23,6 +23,8 @@ from typing import Any, Iterator, Optional
 
 import msgspec
 
+from control.objects.resources import key_order
+
 # Condition types.
 ACCEPTED = "Accepted"
 PROGRAMMED = "Programmed"
@@ -258,8 +260,9 @@ def _fails(conditions: list[Condition]) -> bool:
     return any(is_failing(c) for c in conditions)
 
 
-def _order(key: Key) -> tuple:
-    return (_KIND_ORDER.get(key[0], len(_KIND_ORDER)), key)
+def _order(key: Key) -> str:
+    """Kinds in ``_KIND_ORDER`` first, then by key (``key_order``: one string)."""
+    return chr(_KIND_ORDER.get(key[0], len(_KIND_ORDER))) + "\0" + key_order(key)
 
 
 def _conditions(conditions: list[Condition]) -> str:

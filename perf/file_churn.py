@@ -165,6 +165,7 @@ class HealthProbe(threading.Thread):
         super().__init__(daemon=True, name="healthz")
         self.port, self.interval, self.timeout = port, interval, timeout
         self.t0 = time.monotonic()
+        self.wall0 = time.time()  # for matching samples with log lines
         self.samples: list[tuple[float, float, bool]] = []  # (start s, latency ms, 200)
         self.first_answer_s: float | None = None
         self.stopping = threading.Event()
@@ -197,7 +198,11 @@ class HealthProbe(threading.Thread):
         return {"samples": len(lat), "failed": failed,
                 "p50_ms": h.percentile(lat, 50), "p99_ms": h.percentile(lat, 99),
                 "max_ms": max(lat) if lat else float("nan"),
-                "over_goal": sum(1 for x in lat if x >= GOAL_HEALTHZ_MS)}
+                "over_goal": sum(1 for x in lat if x >= GOAL_HEALTHZ_MS),
+                # when they happened (seconds after the process start), to find the cause
+                "slow": [[round(t, 3), round(ms, 1), round(self.wall0 + t, 3)] for t, ms, _ in self.samples
+                         if ms >= GOAL_HEALTHZ_MS / 2
+                         and (since is None or t >= since) and (until is None or t <= until)]}
 
 
 # --- /proc and the log ------------------------------------------------------------

@@ -37,6 +37,7 @@ import mmap
 import os
 import re
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ LAYOUT = 1
 MAX_SLOTS = 16
 MAX_WORKERS = 256
 MIN_SLOT_BYTES = 64 * 1024
+_COPY_SLICE = 1 << 20  # bytes copied per GIL hold when staging
 
 # magic, layout, schema, seq, generation, slot, nslots, length, checksum, writer pid, writer hb
 _HDR = struct.Struct("<8sIIQQIIQIId")  # 64 bytes
@@ -141,16 +143,29 @@ def _unlink(name: str) -> None:
 
 
 class _Locked:
-    """flock on the header segment's file descriptor (see rule 3)."""
+    """flock on the header segment's file descriptor (see rule 3), and a
+    thread lock: an flock belongs to the open file description, which the
+    threads of one process share (the writer stages in the build thread while
+    the loop reads worker entries), so one thread's unlock would end the
+    other's exclusion."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._thread = threading.Lock()
 
     def __enter__(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._thread.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread.release()
+            raise
 
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
 
 
 def _open_lock_fd(shard: str) -> int:
@@ -162,8 +177,25 @@ def _open_lock_fd(shard: str) -> int:
         shm.close_fd()
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A table written into a free slot and verified, not yet current (``RingWriter.stage``)."""
+
+    slot: int
+    incarnation: int
+    length: int
+    checksum: int
+    after: int  # the generation current when it was staged: commit follows that one only
+
+
 class RingWriter:
-    """The control process's side. Not thread-safe; one per shard."""
+    """The control process's side; one per shard.
+
+    One thread at a time publishes, in two steps: ``stage`` (fill and verify a
+    free slot: the copy of a large table, off the loop) and ``commit`` (flip
+    the header: microseconds, on the loop). Between them the staged slot is
+    neither current nor pinned (workers pin only the current slot, rule 3),
+    so nothing else touches it. ``close`` waits for a stage in progress."""
 
     def __init__(
         self,
@@ -192,6 +224,7 @@ class RingWriter:
         self.slot = -1
         self.published_at = 0.0  # monotonic time of the last publish
         self.closed = False
+        self._staging = threading.Lock()
 
     # --- start-up -------------------------------------------------------------
 
@@ -234,14 +267,40 @@ class RingWriter:
 
     def publish(self, data: bytes) -> int:
         """Write ``data`` as the next generation; return that generation."""
-        with self._lock:
-            slot = self._choose_slot()
-        view = self._slot_view(slot, len(data))
-        view[: len(data)] = data
-        checksum = zlib.crc32(data)
-        if zlib.crc32(view[: len(data)]) != checksum:  # verify before flipping
-            raise RingError(f"slot {slot} did not read back what was written")
-        view.release()
+        return self.commit(self.stage(data))
+
+    def stage(self, data: bytes) -> Staged:
+        """Fill a free slot with ``data`` and verify it (any one thread; see the
+        class). Raises RingBusy when every slot is current or pinned."""
+        with self._staging:
+            if self.closed:
+                raise RingError("the ring writer is closed")
+            with self._lock:
+                slot = self._choose_slot()
+            view = self._slot_view(slot, len(data))
+            try:
+                # In slices: one copy of a 16 MB table (page faults on a new
+                # slot included) holds the GIL for 10-120 ms; between slices
+                # the loop may take it.
+                src, n = memoryview(data), len(data)
+                for off in range(0, n, _COPY_SLICE):
+                    end = min(off + _COPY_SLICE, n)
+                    view[off:end] = src[off:end]
+                src.release()
+                checksum = zlib.crc32(data)
+                if zlib.crc32(view[: len(data)]) != checksum:  # verify before flipping
+                    raise RingError(f"slot {slot} did not read back what was written")
+            finally:
+                view.release()
+            return Staged(slot, self._incarnations[slot], len(data), checksum, self.generation)
+
+    def commit(self, staged: Staged) -> int:
+        """Make a staged table current; return its generation."""
+        if self.closed:
+            raise RingError("the ring writer is closed")
+        slot = staged.slot
+        if staged.after != self.generation or staged.incarnation != self._incarnations[slot]:
+            raise RingBusy(f"slot {slot} was staged before generation {self.generation}: stage again")
         generation = self.generation + 1
         self._gen_in_slot[slot] = generation
         hdr = self._hdr
@@ -249,7 +308,7 @@ class RingWriter:
         _store(hdr, _SEQ_OFF, _U64, seq + 1)  # odd: readers retry
         _store(
             hdr, 0, _HDR, MAGIC, LAYOUT, self.schema, seq + 1, generation, slot,
-            self.nslots, len(data), checksum, os.getpid(), time.monotonic(),
+            self.nslots, staged.length, staged.checksum, os.getpid(), time.monotonic(),
         )
         _store(
             hdr, _SLOTS_OFF + slot * _SLOT.size, _SLOT,
@@ -331,9 +390,10 @@ class RingWriter:
         )
 
     def close(self, unlink: bool = True) -> None:
-        if self.closed:
-            return
-        self.closed = True
+        with self._staging:  # a stage in progress holds a view into a slot
+            if self.closed:
+                return
+            self.closed = True
         for k, m in enumerate(self._slots):
             if m is not None:
                 m.close()

@@ -55,6 +55,13 @@ class ObjectKey(NamedTuple):
         return f"{self.kind} {self.name}"
 
 
+def key_order(key: tuple[str, ...]) -> str:
+    """A sort key in the order of the key's tuple, as one string (NUL-separated;
+    names never hold NUL): sorting 100k strings holds the GIL ~25 ms, 100k
+    tuples of strings ~200 ms (a stall of the admin server's loop)."""
+    return "\0".join(key)
+
+
 class ObjectMeta(msgspec.Struct, **_S):
     name: str
     namespace: str = ""

@@ -58,8 +58,8 @@ from typing import Any, Callable, Hashable
 import yaml
 
 from control.objects import validation
-from control.objects.raw import KObject, LoadError, location
-from control.objects.resources import ObjectKey
+from control.objects.raw import KObject, LoadError
+from control.objects.resources import ObjectKey, key_order
 from control.sources.events import Changes
 
 try:  # libyaml is an order of magnitude faster; fall back to pure Python.
@@ -227,7 +227,7 @@ class FileSource:
                 if found is not None:
                     found.extend(objs)
         upserts, deletes = [], []
-        for key in sorted(touched):
+        for key in sorted(touched, key=key_order):
             found = definers[key]
             last = self._delivered.get(key)
             if not found:

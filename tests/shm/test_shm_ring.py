@@ -59,6 +59,63 @@ def test_generation_numbers_increase(shard, closing):
     assert (snap.generation, data) == (13, payload(13))
 
 
+def test_staged_table_is_invisible_to_readers_until_committed(shard, closing):
+    w = closing(RingWriter(shard))
+    r = closing(RingReader(shard, 0))
+    w.publish(payload(1))
+    acquire_commit(r)
+    staged = w.stage(payload(2))  # the build thread's half: the copy
+    assert staged.slot != w.slot
+    assert r.acquire() is None  # nothing new until the loop's half
+    assert w.current() == payload(1)
+    assert w.commit(staged) == 2
+    snap, data = acquire_commit(r)
+    assert (snap.generation, snap.slot, data) == (2, staged.slot, payload(2))
+
+
+def test_stage_made_before_another_publish_is_refused(shard, closing):
+    w = closing(RingWriter(shard))
+    old = w.stage(payload(1))
+    w.publish(payload(2))
+    with pytest.raises(RingBusy, match="stage again"):
+        w.commit(old)
+    assert w.generation == 1 and w.current() == payload(2)
+
+
+def test_stage_in_another_thread_while_the_loop_reads_worker_entries(shard, closing):
+    w = closing(RingWriter(shard))
+    r = closing(RingReader(shard, 0))
+    big = payload(7) * 20000  # a few MB: the copy takes a while
+    done = []
+    t = threading.Thread(target=lambda: done.append(w.stage(big)))
+    t.start()
+    while t.is_alive():
+        assert [e.index for e in w.workers()] == [0]
+    t.join()
+    assert w.commit(done[0]) == 1
+    assert acquire_commit(r)[1] == big
+
+
+def test_close_waits_for_a_stage_and_later_stages_are_refused(shard, closing):
+    w = RingWriter(shard)
+    big = payload(3) * 50000
+    outcome = []
+
+    def stage():
+        try:
+            outcome.append(w.stage(big))
+        except RingError as exc:  # close came first
+            outcome.append(exc)
+
+    t = threading.Thread(target=stage)
+    t.start()
+    w.close()  # must not fail on the stage's view into a slot
+    t.join()
+    assert len(outcome) == 1
+    with pytest.raises(RingError, match="closed"):
+        w.stage(payload(4))
+
+
 def test_acquire_returns_none_when_nothing_new(shard, closing):
     w = closing(RingWriter(shard))
     r = closing(RingReader(shard, 0))
