@@ -163,6 +163,7 @@ class _Layout:
         self.listeners: list[schema.Listener] = []
         self.vhosts: list[schema.VirtualHost] = []
         self.used: Counter[str] = Counter()  # cluster → vhosts sending to it
+        self.gateways: dict[tuple[str, int], str] = {}  # socket → its Gateways' label
 
 
 def _build(ir: irt.IR, live: dict, signature: tuple, memo: CompileMemo) -> _Layout:
@@ -175,6 +176,7 @@ def _build(ir: irt.IR, live: dict, signature: tuple, memo: CompileMemo) -> _Layo
         for address in lst.addresses:
             sock = (address, lst.port)
             hosts = state.hosts.setdefault(sock, {})
+            _add_gateway(state.gateways, sock, lst.gateway)
             for att in lst.attachments:
                 items = live[att.route][1]
                 placed = state.placed.setdefault(att.route, [])
@@ -197,10 +199,12 @@ def _build(ir: irt.IR, live: dict, signature: tuple, memo: CompileMemo) -> _Layo
             index = len(state.vhosts)
             lists = tuple(hosts[host].values())
             hit = before.get(host)
-            if hit is not None and hit[0] == lists:  # identical lists compare by identity: cheap
+            gateway = state.gateways[sock]
+            # identical lists compare by identity: cheap
+            if hit is not None and hit[0] == lists and hit[1].gateway == gateway:
                 vhost, entry = hit[1], hit[3] if hit[2] == index else None
             else:
-                vhost, entry = _vhost(f"{name}|{host}", lists), None
+                vhost, entry = _vhost(f"{name}|{host}", lists, gateway), None
             state.vhosts.append(vhost)
             state.used.update(_clusters_of(vhost))
             if host == irt.ANY_HOST:
@@ -215,6 +219,7 @@ def _build(ir: irt.IR, live: dict, signature: tuple, memo: CompileMemo) -> _Layo
         state.listeners.append(schema.Listener(
             name=name, address=address, port=port, protocol="HTTP",
             exact=tuple(exact), wildcards=tuple(wildcards), default_vhost=default,
+            gateway=state.gateways[sock],
         ))
     return state
 
@@ -261,7 +266,7 @@ def _patch(state: _Layout, ir: irt.IR, live: dict, changed: list[str]) -> bool:
         old_lists, old, index, entry = state.vhost_of[sock][host]
         if old_lists == lists:
             continue
-        vhost = _vhost(f"{listener_name(*sock)}|{host}", lists)
+        vhost = _vhost(f"{listener_name(*sock)}|{host}", lists, state.gateways[sock])
         state.used.subtract(_clusters_of(old))
         state.used.update(_clusters_of(vhost))
         state.vhosts[index] = vhost
@@ -331,7 +336,16 @@ def _items(route: irt.Route, interned: dict[schema.Action, schema.Action]) -> tu
     return tuple(items)
 
 
-def _vhost(name: str, lists: tuple[tuple[_Item, ...], ...]) -> schema.VirtualHost:
+def _add_gateway(gateways: dict[tuple[str, int], str], sock: tuple[str, int], gateway: str) -> None:
+    """The socket's label: its Gateways' names, sorted, comma-separated (usually one)."""
+    have = gateways.get(sock)
+    if not have:
+        gateways[sock] = gateway
+    elif gateway and gateway not in have.split(", "):
+        gateways[sock] = ", ".join(sorted(have.split(", ") + [gateway]))
+
+
+def _vhost(name: str, lists: tuple[tuple[_Item, ...], ...], gateway: str = "") -> schema.VirtualHost:
     items = [item for items in lists for item in items]
     items.sort(key=_by_key)
     index_of: dict[int, int] = {}  # id(interned action) → its index
@@ -344,7 +358,7 @@ def _vhost(name: str, lists: tuple[tuple[_Item, ...], ...]) -> schema.VirtualHos
             index = index_of[id(action)] = len(actions)
             actions.append(action)
         entries.append(schema.RouteEntry(match=item.match, action=index, source=item.source))
-    return schema.VirtualHost(name=name, entries=tuple(entries), actions=tuple(actions))
+    return schema.VirtualHost(name=name, entries=tuple(entries), actions=tuple(actions), gateway=gateway)
 
 
 def _by_key(item: _Item) -> tuple:

@@ -373,6 +373,7 @@ class Config:
         values.update(
             shard=self.shard_name,
             index=index,
+            worker_count=self.worker_count,
             heartbeat_interval=min(1.0, self.heartbeat_timeout / 4),
             max_connections_per_worker=min(self.max_connections_per_worker, per_worker or 1 << 30),
         )

@@ -50,7 +50,7 @@ from control.publish import Publisher
 from control.sources.files import FileSource
 from control.supervisor import Supervisor
 from control.warming import Warming
-from shm import codec
+from shm import codec, metrics
 from shm.ring import RingBusy, RingWriter
 from shm.schema import SCHEMA_VERSION
 
@@ -85,6 +85,11 @@ class Runner:
             cfg.shard_name, slots=cfg.ring_slots, schema=SCHEMA_VERSION,
             hung_after=cfg.heartbeat_timeout,
         )
+        try:  # workers' counters (shm/metrics.py): one region per worker slot
+            self.metrics = metrics.Segment(cfg.shard_name, cfg.worker_count, create=True)
+        except BaseException:
+            self.writer.close(unlink=True)
+            raise
         self.publisher = Publisher(self.writer)
         self.supervisor = Supervisor(cfg, self.writer)
         self.admin = Admin(self, cfg.admin_address, cfg.admin_port)
@@ -237,6 +242,7 @@ class Runner:
         # Workers get the drain time; SIGKILL one second after it.
         self.supervisor.stop(time.monotonic() + self.cfg.drain_seconds + 1.0)
         self.writer.close(unlink=True)
+        self.metrics.close(unlink=True)
         log.info("stopped")
 
     def _request_stop(self) -> None:

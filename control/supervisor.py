@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import msgspec
@@ -49,6 +50,7 @@ class WorkerProc:
     last_exit: int | None = None
     stopping: bool = False
     kills: list[str] = field(default_factory=list)
+    why: str = ""  # the supervisor's reason for stopping it (a restart reason label), if any
 
 
 class Supervisor:
@@ -58,6 +60,10 @@ class Supervisor:
         self.workers = {i: WorkerProc(i) for i in range(cfg.worker_count)}
         self.stopping = False
         self.fatal: str | None = None  # set when the gateway must stop
+        # Restarts by reason (fluxgate_worker_restarts_total{reason}): crashed
+        # (non-zero exit), signal (killed from outside), exited (code 0 unasked),
+        # hung, start_timeout, no_table, lagging (the supervisor's own).
+        self.restart_reasons: Counter[str] = Counter()
 
     # --- starting ---------------------------------------------------------------
 
@@ -120,15 +126,16 @@ class Supervisor:
             if e is None or e.pid != w.proc.pid:
                 # Not yet registered in the ring: give it the start-up time.
                 if age > self.cfg.worker_start_timeout:
-                    self._kill(w, f"did not register within {self.cfg.worker_start_timeout:g}s")
+                    self._kill(w, f"did not register within {self.cfg.worker_start_timeout:g}s", "start_timeout")
                 continue
             if now - e.heartbeat > self.cfg.heartbeat_timeout:
-                self._kill(w, f"no heartbeat for {now - e.heartbeat:.1f}s (hung)")
+                self._kill(w, f"no heartbeat for {now - e.heartbeat:.1f}s (hung)", "hung")
             elif current and e.generation == 0 and age > self.cfg.worker_start_timeout:
-                self._kill(w, f"serves no table {age:.0f}s after start")
+                self._kill(w, f"serves no table {age:.0f}s after start", "no_table")
             elif current and e.generation < current and now - self.writer.published_at > self.cfg.heartbeat_timeout:
                 log.warning("worker lags behind the table; recycling it", extra={"fields": {
                     "worker": w.index, "pid": w.proc.pid, "generation": e.generation, "current": current}})
+                w.why = "lagging"
                 self._terminate(w)
         for w in self.workers.values():
             if w.proc is None and now >= w.not_before and self.fatal is None:
@@ -157,6 +164,8 @@ class Supervisor:
                 log.error("worker cannot boot; stopping", extra={"fields": {"worker": w.index, "pid": pid}})
                 continue
             w.restarts += 1
+            reason, w.why = w.why or ("signal" if rc < 0 else "crashed" if rc else "exited"), ""
+            self.restart_reasons[reason] += 1
             w.backoff = min(MAX_BACKOFF, max(1.0, w.backoff * 2)) if lived < YOUNG else 0.0
             w.not_before = time.monotonic() + w.backoff
             level = logging.INFO if w.stopping else logging.ERROR
@@ -164,7 +173,8 @@ class Supervisor:
                 "worker": w.index, "pid": pid, "exit": how, "lived_s": round(lived, 2),
                 "restart_in_s": w.backoff}})
 
-    def _kill(self, w: WorkerProc, why: str) -> None:
+    def _kill(self, w: WorkerProc, why: str, reason: str) -> None:
+        w.why = reason
         log.error("killing worker", extra={"fields": {"worker": w.index, "pid": w.proc.pid, "reason": why}})
         w.kills.append(why)
         try:

@@ -7,3 +7,4 @@ cdef class Dispatcher:
     cdef public long long _generation
     cdef public bint plain
     cpdef exchange(self, proto, Request req)
+    cpdef _exchange(self, proto, Request req, cand)

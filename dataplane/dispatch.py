@@ -49,9 +49,18 @@ class Dispatcher:
             key = self.reader.host_key(req)
             vh = router.vhost(proto.listener, key) if router is not None else None
             self._generation, self._host, self._vhost = router.generation if router else -1, req.host, vh
-        cand = vh.match(req.method, req.path, req.headers, req.query) if vh is not None else None
-        if cand is None:
-            return local(proto, req, 404, req.keep_local)
+        if vh is None:
+            ex = local(proto, req, 404, req.keep_local)
+            ex.gateway = router.gateway(proto.listener) if router is not None else ""
+            return ex
+        cand = vh.match(req.method, req.path, req.headers, req.query)
+        ex = self._exchange(proto, req, cand) if cand is not None else local(proto, req, 404, req.keep_local)
+        ex.gateway = vh.gateway  # labels for the meter and the access log
+        if cand is not None:
+            ex.source = cand.source
+        return ex
+
+    def _exchange(self, proto, req, cand) -> Exchange:
         action = cand.action
         chain = action.chain
         if chain is not None:

@@ -2,8 +2,8 @@
 
 An Exchange (exchange.py) writes its response, pauses reading, sets its
 deadlines and reports that it is finished through this interface, and
-nothing else of the connection: ``worker``, ``loop``, ``pool``, ``limits``,
-``flow``, ``deadline``, ``write``, ``abort``, ``closing_after_response``,
+nothing else of the connection: ``worker``, ``loop``, ``pool``, ``meter``, ``limits``,
+``flow``, ``deadline``, ``request_started``, ``write``, ``abort``, ``closing_after_response``,
 ``exchange_done``, ``tunnel_open``, ``tunnel_closed``. The HTTP/1.1 protocol (protocol.py) is
 one such downstream; an HTTP/2 stream will be another.
 
@@ -39,6 +39,7 @@ class Downstream:
         self.settings = worker.settings
         self.limits = Limits(worker.settings)  # what is read per request, as plain numbers
         self.pool = worker.pool  # upstream keep-alive connections
+        self.meter = worker.meter  # the worker's counters (dataplane/metrics.py)
         # connection
         self.transport = None
         self.flow = None  # FlowControl, with the transport
@@ -52,11 +53,13 @@ class Downstream:
         self._refused = False  # a request was refused: nothing more is read
         self._in_head = False  # a request head is being received
         self._waiting = HEAD  # what the CLIENT deadline is for: HEAD, BODY, IDLE or NOTHING
+        self.request_started = 0.0  # the loop's clock at the current request's first byte
 
     # --- what exchanges call ----------------------------------------------------
 
     def write(self, data: bytes) -> None:
         if not self._closed:
+            self.meter.sent(len(data))
             self.outbox.write(self.transport, data)
 
     def abort(self) -> None:

@@ -132,7 +132,8 @@ class Exchange:
         "proto", "req", "state", "req_done", "keep_alive", "http10", "head_only", "local",
         "head", "cluster", "endpoint", "action", "responses", "retry", "chunked", "replayable",
         "upgrade", "expect_continue", "attempts", "retries", "conn", "body", "body_bytes",
-        "kept", "kept_bytes", "mirrors",
+        "kept", "kept_bytes", "mirrors", "t0", "sent_at", "status", "req_bytes", "resp_bytes",
+        "source", "gateway",
     )
 
     def __init__(self, proto, req, keep_alive: bool, http10: bool, head_only: bool, local: bytes | None,
@@ -156,6 +157,13 @@ class Exchange:
         self.body_bytes = 0
         self.kept_bytes = 0
         self.mirrors = ()  # Mirror copies of this request (RequestMirror)
+        # For the meter (dataplane/metrics.py) and the access log, when the exchange ends:
+        self.t0 = proto.request_started  # the request head's first byte (the loop's clock)
+        self.sent_at = 0.0  # the current attempt went to its upstream
+        self.status = 0  # of the response the client gets (0: none yet)
+        self.req_bytes = self.resp_bytes = 0  # request body received, response bytes sent
+        self.source = ""  # the route entry's "kind/namespace/name#rule" ("" when none matched)
+        self.gateway = ""  # the Gateway of the listener (from the table)
         if local is None:
             self.chunked = req.chunked  # re-frame the request body as chunked upstream
             self.replayable = not req.has_body  # safe to send again on a fresh connection
@@ -166,13 +174,25 @@ class Exchange:
         else:
             self.chunked = self.replayable = self.upgrade = self.expect_continue = False
             self.retry = self.kept = None
+            self.status = _status_of(local)
 
     # --- the one place the state changes ----------------------------------------
 
     def _move(self, new: int) -> None:
         if not _ALLOWED[self.state] >> new & 1:
             raise ExchangeStateError(f"exchange cannot go from {State(self.state).name} to {State(new).name}")
+        if _OVER >> new & 1 and not _OVER >> self.state & 1:
+            self._ended(new)  # once per exchange: the first move to DONE or ABANDONED
         self.state = new
+
+    def _ended(self, new: int) -> None:
+        """Counted (the meter) as the client got it: a client gone before any
+        response counts as 499 (nginx's "client closed request")."""
+        proto = self.proto
+        status = self.status if self.status else 499
+        req = self.req
+        proto.meter.request(self.gateway, self.source, req.method if req is not None else b"",
+                            status, proto.loop.time() - self.t0, self.req_bytes, self.resp_bytes)
 
     @property
     def started(self) -> bool:
@@ -192,6 +212,7 @@ class Exchange:
 
     def start(self) -> None:
         if self.local is not None:
+            self.resp_bytes = len(self.local)
             self.proto.write(self.local)
             self._move(DONE)
             self._response_finished()
@@ -225,7 +246,9 @@ class Exchange:
             if self.state != CONNECTING:
                 return  # given up meanwhile (a timeout, the client gone)
             self.attempts += 1
-            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else exc.strerror or str(exc)
+            timed_out = isinstance(exc, asyncio.TimeoutError)
+            self.proto.meter.upstream_error(self.source, self.cluster.name, "timeout" if timed_out else "refused")
+            reason = "timed out" if timed_out else exc.strerror or str(exc)
             log.warning("upstream connect failed", extra={"fields": {
                 "upstream": f"{key[0]}:{key[1]}", "cluster": self.cluster.name, "error": reason}})
             if self.attempts < MAX_ATTEMPTS:
@@ -249,6 +272,7 @@ class Exchange:
     def _attach(self, conn) -> None:
         self._move(SENT)
         self.conn = conn
+        self.sent_at = self.proto.loop.time()
         body = self.body
         if body:
             data = self.head + b"".join(body)
@@ -273,6 +297,7 @@ class Exchange:
     # --- request body (from the downstream parser) --------------------------------
 
     def body_chunk(self, chunk: bytes) -> None:
+        self.req_bytes += len(chunk)
         if self.chunked:
             chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
         for mirror in self.mirrors:
@@ -313,11 +338,13 @@ class Exchange:
     def relay(self, data: bytes) -> None:
         """Response bytes for the client (dropped once it is gone)."""
         if self.state != ABANDONED:
+            self.resp_bytes += len(data)
             self.proto.write(data)
 
-    def response_head(self, block: bytes) -> bytes:
-        """The final response head arrived: the header block after the response filters.
+    def response_head(self, block: bytes, status: int) -> bytes:
+        """The final response head (``status``) arrived: the header block after the response filters.
         (The route's and the attempt's timeouts still run: they cover the whole response.)"""
+        self.status = status
         self.proto.deadline.clear(RESPONSE)
         self._move(RESPONDING)
         if self.responses:
@@ -326,6 +353,7 @@ class Exchange:
 
     def switching_protocols(self) -> None:
         """A 101 head is being relayed; the tunnel opens when the parser stops."""
+        self.status = 101
         self.proto.deadline.clear(RESPONSE)
         self._move(RESPONDING)
 
@@ -343,6 +371,7 @@ class Exchange:
 
     def response_done(self, conn, reusable: bool) -> None:
         self.conn = None
+        self.proto.meter.upstream(self.source, self.cluster.name, self.proto.loop.time() - self.sent_at)
         if reusable and self.req_done and not self.upgrade:
             self.proto.pool.release(conn)
         else:
@@ -378,6 +407,7 @@ class Exchange:
         conn.close()
         if _OVER >> self.state & 1:
             return
+        self.proto.meter.upstream_error(self.source, self.cluster.name, "reset")
         if self.state == RESPONDING:
             log.warning("upstream failed mid-response", extra={"fields": {
                 "cluster": self.cluster.name, "error": reason}})
@@ -419,6 +449,7 @@ class Exchange:
 
     def _retry(self, why: str) -> None:
         self.retries += 1
+        self.proto.meter.retry(self.source, self.cluster.name)
         deadline = self.proto.deadline
         deadline.clear(ATTEMPT)
         deadline.clear(RESPONSE)
@@ -457,6 +488,7 @@ class Exchange:
         elif kind == ROUTE:
             self._timed_out()
         else:  # ATTEMPT (timeouts.backendRequest) or RESPONSE (no response head in time)
+            self.proto.meter.upstream_error(self.source, self.cluster.name, "timeout")
             r = self.retry
             if r is not None and 504 in r.codes and self.may_retry():
                 conn, self.conn = self.conn, None
@@ -478,7 +510,9 @@ class Exchange:
     def _fail(self, status: int) -> None:
         close = not self.keep_alive or self.proto.closing_after_response()
         self.keep_alive = not close
-        self.proto.write(responses.error(status, close, self.head_only))
+        data = responses.error(status, close, self.head_only)
+        self.status, self.resp_bytes = status, len(data)
+        self.proto.write(data)
         self._move(DONE)
         self._response_finished()
 
@@ -510,6 +544,14 @@ class Exchange:
             return
         self._move(DONE)
         self.proto.tunnel_closed()
+
+
+def _status_of(response: bytes) -> int:
+    """The status of a response the gateway made ("HTTP/1.1 404 ...")."""
+    try:
+        return int(response[9:12])
+    except ValueError:
+        return 0
 
 
 def answered(proto, data: bytes, keep_alive: bool, http10: bool = False, head_only: bool = False,

@@ -9,6 +9,6 @@ cdef class HttpProtocol(Downstream):
     cdef public Dispatcher dispatcher
     cdef public bint _overloaded, _first, _between
     cdef public Py_ssize_t _head_seen, _chunk_len, _body_seen
-    cdef public double request_started, _request_deadline
+    cdef public double _request_deadline
     cdef public long long _completed, _seen_gen
     cdef public object _seen, _seen_req, _candidate

@@ -60,7 +60,6 @@ class HttpProtocol(Downstream):
         self._head_seen = 0  # bytes received while in the head (an upper bound)
         self._chunk_len = 0  # the size of the data being parsed
         self._body_seen = 0  # bytes of the current request body
-        self.request_started = 0.0
         self._request_deadline = INF  # the whole request must have arrived by then
         self._completed = 0  # requests read to their end
         # The last read that was exactly one whole request without a body, its
@@ -82,6 +81,7 @@ class HttpProtocol(Downstream):
         self.flow = FlowControl(transport)
         worker = self.worker
         worker.connections.add(self)
+        self.meter.opened()
         if len(worker.connections) > self.limits.max_connections_per_worker:
             self._overloaded = True
         self.request_started = self.loop.time()
@@ -90,6 +90,7 @@ class HttpProtocol(Downstream):
 
     def connection_lost(self, exc) -> None:
         self.worker.connections.discard(self)
+        self.meter.closed()
         self.abandon_all()
         # The parser holds this protocol (its callbacks): a cycle that only the
         # worker's rare full collections would free, keeping with it the
@@ -104,6 +105,7 @@ class HttpProtocol(Downstream):
         return None  # the transport closes; connection_lost follows
 
     def data_received(self, data: bytes) -> None:
+        self.meter.received(len(data))
         if self._refused:
             # Past an upgrade, bytes are the tunnel's; past a refusal, nothing is parsed.
             if self.tunnel is not None:
@@ -257,6 +259,7 @@ class HttpProtocol(Downstream):
             return False
         worker.requests += 1
         self._completed += 1
+        self.request_started = self.loop.time()
         self.wait_for(NOTHING, 0.0)
         ex = self.dispatcher.exchange(self, self._seen_req)
         if not self.dispatcher.plain:

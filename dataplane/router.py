@@ -98,11 +98,12 @@ class CompiledAction:
 class VirtualHostRouter(PathIndex):
     """A virtual host for a worker: the shared PathIndex with compiled actions."""
 
-    __slots__ = ()
+    __slots__ = ("gateway",)
 
     def __init__(self, vhost, router: "Router") -> None:
         actions = [router.compile_action(a) for a in vhost.actions]
         super().__init__(vhost, lambda e: actions[e.action])
+        self.gateway = vhost.gateway  # the label of its requests (the table says whose socket it is)
 
 
 class Router:
@@ -132,6 +133,11 @@ class Router:
         }
         self._decoded: list[VirtualHostRouter | None] = [None] * len(table.vhosts)
         self._hosts = {lst.name: HostIndex(lst) for lst in table.listeners}
+        self._gateways = {lst.name: lst.gateway for lst in table.listeners}
+
+    def gateway(self, listener: str) -> str:
+        """The Gateway label of requests on ``listener`` that no virtual host takes."""
+        return self._gateways.get(listener, "")
 
     def listener_names(self) -> list[str]:
         return list(self._hosts)

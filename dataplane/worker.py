@@ -35,11 +35,12 @@ import uvloop
 import dataplane
 
 from dataplane.listeners import Listeners
+from dataplane.metrics import Meter
 from dataplane.outbox import Outbox
 from dataplane.router import Router
 from dataplane.upstream.pool import Pool
 from common import logfmt
-from shm import codec
+from shm import codec, metrics
 from shm.ring import RingError, RingReader
 from shm.schema import SCHEMA_VERSION, WorkerSettings
 
@@ -58,6 +59,9 @@ class Worker:
         self.notify_fd = notify_fd
         self.loop = asyncio.get_event_loop()
         self.reader = RingReader(settings.shard, settings.index, schema=SCHEMA_VERSION)
+        # This slot's counters, continued from its predecessor's (shm/metrics.py).
+        self.metrics = metrics.Segment(settings.shard, settings.worker_count, create=False)
+        self.meter = Meter(self.metrics.region(settings.index))
         self.router: Router | None = None
         self.pool = Pool(settings.upstream_keepalive, settings.upstream_idle_timeout)
         self.outbox = Outbox(self.loop)  # every socket write, once per loop iteration
@@ -192,7 +196,7 @@ def main(argv: list[str]) -> int:
     try:
         try:
             worker = Worker(settings, args.notify_fd)
-        except (RingError, OSError) as exc:
+        except (RingError, metrics.MetricsError, OSError) as exc:
             log.error("cannot start worker", extra={"fields": {"error": str(exc)}})
             return EXIT_BOOT
         log.info("worker started", extra={"fields": {

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import msgspec
 
-SCHEMA_VERSION = 2  # 2: RequestHeaderTemplate and CORS filters, Action.retry
+SCHEMA_VERSION = 3  # 2: RequestHeaderTemplate and CORS filters, Action.retry; 3: gateway labels
 
 _S = dict(frozen=True, array_like=True, forbid_unknown_fields=False)
 # Leaves (only str, int, bool, bytes fields: they can never be part of a
@@ -216,6 +216,7 @@ class VirtualHost(msgspec.Struct, **_S):
     name: str  # "listener-key|hostname"
     entries: tuple[RouteEntry, ...] = ()
     actions: tuple[Action, ...] = ()
+    gateway: str = ""  # "namespace/name" of the Gateway(s) on its socket ("a, b" if several): a metric label
 
 
 # --- the index -----------------------------------------------------------------
@@ -238,6 +239,7 @@ class Listener(msgspec.Struct, **_S):
     # Wildcards, most specific (longest suffix) first.
     wildcards: tuple[HostEntry, ...] = ()
     default_vhost: int = -1  # for hosts matched by neither (listener without hostname)
+    gateway: str = ""  # as VirtualHost.gateway
 
 
 class BlobRef(msgspec.Struct, **_LEAF):
@@ -277,6 +279,7 @@ class WorkerSettings(msgspec.Struct, frozen=True):
 
     shard: str
     index: int
+    worker_count: int = 1  # worker slots in the metrics segment (shm/metrics.py)
     bind_address: str = "0.0.0.0"
     ring_slots: int = 4
     heartbeat_interval: float = 1.0

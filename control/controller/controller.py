@@ -64,7 +64,8 @@ import time
 from kubernetes import client
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from control.servers.admin import Admin, config_errors
+from control.metrics import config_errors
+from control.servers.admin import Admin
 from control.config import Config, ConfigError
 from control.controller.leader import LeaderElector
 from control.sources import kubernetes as kube

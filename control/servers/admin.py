@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, generate_latest
 
 from control.explain import ExplainError
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from control.metrics import RunnerCollector
 
 log = logging.getLogger("fluxgate.admin")
 
@@ -51,7 +51,7 @@ class Admin:
         self.port = port
         self.server: asyncio.AbstractServer | None = None
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(collector if collector is not None else _Collector(state))
+        self.registry.register(collector if collector is not None else RunnerCollector(state))
         self.routes: dict[str, Callable[[dict], tuple[int, str, bytes]]] = {
             "/healthz": self._healthz,
             "/readyz": self._readyz,
@@ -138,58 +138,3 @@ _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method No
 
 def _json(status: int, data) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(data, indent=1, default=str).encode() + b"\n"
-
-
-def config_errors(pipeline) -> CounterMetricFamily:
-    """``fluxgate_config_errors_total{kind, reason}``: problems with the input
-    (control/pipeline.py ``error_labels``), counted when found."""
-    c = CounterMetricFamily("fluxgate_config_errors",
-                            "Config files, documents or objects rejected (each kept its last good version)",
-                            labels=["kind", "reason"])
-    for (kind, reason), count in sorted(pipeline.config_errors.items()):
-        c.add_metric([kind, reason], count)
-    return c
-
-
-class _Collector:
-    """Reads the live numbers at scrape time (workers' counters are in the ring)."""
-
-    def __init__(self, state) -> None:
-        self.state = state
-
-    def collect(self):
-        s = self.state
-        g = GaugeMetricFamily("fluxgate_table_generation", "Generation of the published route table")
-        g.add_metric([], s.writer.generation)
-        yield g
-        c = CounterMetricFamily("fluxgate_table_publishes", "Tables published")
-        c.add_metric([], s.publisher.published)
-        yield c
-        g = GaugeMetricFamily("fluxgate_table_bytes", "Size of the published route table")
-        g.add_metric([], s.publisher.last_bytes)
-        yield g
-        yield config_errors(s.pipeline)
-        workers = s.supervisor.describe()
-        g = GaugeMetricFamily("fluxgate_workers", "Worker processes", labels=["state"])
-        g.add_metric(["alive"], sum(1 for w in workers if w["alive"]))
-        g.add_metric(["serving"], sum(1 for w in workers if w["generation"]))
-        yield g
-        c = CounterMetricFamily("fluxgate_worker_restarts", "Worker restarts", labels=["worker"])
-        r = CounterMetricFamily("fluxgate_requests", "Requests received", labels=["worker"])
-        for w in workers:
-            c.add_metric([str(w["index"])], w["restarts"])
-            r.add_metric([str(w["index"])], w["requests"])
-        yield c
-        yield r
-        total = CounterMetricFamily("fluxgate_requests_all", "Requests received by all workers")
-        total.add_metric([], sum(w["requests"] for w in workers))
-        yield total
-        if getattr(s, "kubernetes", False):
-            g = GaugeMetricFamily("fluxgate_kubernetes_synced",
-                                  "1 once every watch has listed (the first table waits for it)")
-            g.add_metric([], 1 if s.source.synced else 0)
-            yield g
-            c = CounterMetricFamily("fluxgate_routes_held_for_endpoints",
-                                    "Publishes held while new routes waited for their endpoints")
-            c.add_metric([], s.held_for_endpoints)
-            yield c

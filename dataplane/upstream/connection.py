@@ -208,7 +208,7 @@ class UpstreamConnection:
         if ex.responses or ex.head_only or ex.upgrade or (retry is not None and self._seen_status in retry.codes):
             return False
         self._head = None
-        block = ex.response_head(self._seen_block)
+        block = ex.response_head(self._seen_block, self._seen_status)
         ex.relay(self._seen_line + block + ex.connection_header() + data[len(self._seen_head):])
         self.exchange = None
         ex.response_done(self, self._seen_reuse)
@@ -294,7 +294,7 @@ class UpstreamConnection:
             block, length, te = self._edit_head(block)
         if length and not (te or ex.head_only or status in _NO_BODY_STATUS):
             self._candidate = (buf[:end], line, block, status)  # Content-Length framed: _repeated may serve it
-        block = ex.response_head(block)  # the route's response filters run there
+        block = ex.response_head(block, status)  # the route's response filters run there
         framing = b""
         if not (ex.head_only or status in _NO_BODY_STATUS):
             if te:

@@ -106,7 +106,7 @@ class Mirror:
     def may_retry(self) -> bool:
         return False
 
-    def response_head(self, block: bytes) -> bytes:
+    def response_head(self, block: bytes, status: int) -> bytes:
         return block
 
     def switching_protocols(self) -> None:

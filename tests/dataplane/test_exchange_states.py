@@ -8,13 +8,17 @@ import re
 import pytest
 
 from dataplane import exchange
+from dataplane.downstream import Downstream
 from dataplane.exchange import TRANSITIONS, Exchange, ExchangeStateError, State
+from tests.dataplane.test_protocol import FakeWorker
+from tests.dataplane.tables import single
 
 ALL = list(State)
+_PROTO = Downstream(FakeWorker(single("up", endpoints=[("127.0.0.1", 9)])))
 
 
 def _fresh(state: State) -> Exchange:
-    ex = Exchange(None, None, True, False, False, b"")  # a local answer: no request to read
+    ex = Exchange(_PROTO, None, True, False, False, b"")  # a local answer: no request to read
     ex.state = state
     return ex
 

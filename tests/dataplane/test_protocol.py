@@ -10,8 +10,10 @@ import asyncio
 
 import pytest
 
+from shm import metrics
 from shm.schema import WorkerSettings
 
+from dataplane.metrics import Meter
 from dataplane.outbox import Outbox
 from dataplane.protocol import HttpProtocol
 from dataplane.router import Router
@@ -74,6 +76,7 @@ class FakeWorker:
         self.settings = WorkerSettings(shard="t", index=0)
         self.router = Router(table)
         self.outbox = Outbox(self.loop)
+        self.meter = Meter(metrics.Segment(None, 1, create=False).region(0))
 
 
 @pytest.fixture

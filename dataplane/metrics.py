@@ -1,0 +1,126 @@
+"""A worker's meter: what each request, upstream attempt and connection adds to
+the worker's region of the shared metrics segment (shm/metrics.py).
+
+Hot path by design: a label set's record is found once (a dict lookup by a
+key made of values the request already has: the route entry's source, the
+method's bytes, the status class) and then counted with a few word
+increments; labels are made only when a key is new. Label values are never
+taken from the request: the method is one of the known ones or ``OTHER``,
+the route is the matched route object's namespace/name ("" when none
+matched), the gateway and backend come from the table.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from shm import metrics as m
+
+_METHODS = {x.encode(): x for x in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS",
+                                    "TRACE", "PATCH")}
+_CLASSES = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
+BOUNDS = m.BOUNDS
+_MAX_KEYS = 4 * m.MAX_RECORDS
+
+
+def route_label(source: str) -> str:
+    """"HTTPRoute/ns/name#rule" (a route entry's source) → "ns/name"."""
+    if not source:
+        return ""
+    ref = source.split("#", 1)[0]
+    parts = ref.split("/")
+    return "/".join(parts[1:3]) if len(parts) >= 3 else ref
+
+
+class Meter:
+    __slots__ = ("region", "words", "_records", "_keys", "_conn")
+
+    def __init__(self, region: m.Region) -> None:
+        self.region = region
+        self.words = region.words
+        self._records = region.claim()  # (kind, labels) → first value word
+        for kind in (m.REQUEST, m.UPSTREAM, m.UPSTREAM_ERROR):
+            self._record(kind, m.overflow_labels(kind))
+        self._conn = self._record(m.CONNECTIONS, ())
+        self.words[self._conn + m.ACTIVE] = 0  # a predecessor's connections died with it
+        self._keys: dict[tuple, int] = {}  # a request-side key → first value word
+
+    def _record(self, kind: int, labels: tuple[str, ...]) -> int:
+        first = self._records.get((kind, labels))
+        if first is None:
+            first = self.region.add(kind, labels)
+            if first < 0:  # full: counted, exactly, without its labels
+                self.words[self._conn + m.OVERFLOWED] += 1
+                return self._records[(kind, m.overflow_labels(kind))]
+            self._records[(kind, labels)] = first
+        return first
+
+    def _key(self, key: tuple, kind: int, labels: tuple[str, ...]) -> int:
+        if len(self._keys) >= _MAX_KEYS:  # sources of many past generations: start over
+            self._keys.clear()
+        first = self._keys[key] = self._record(kind, labels)
+        return first
+
+    # --- per request ------------------------------------------------------------------
+
+    def request(self, gateway: str, source: str, method: bytes, status: int, seconds: float,
+                req_bytes: int, resp_bytes: int) -> None:
+        cls = status // 100
+        key = (gateway, source, method, cls)
+        first = self._keys.get(key)
+        if first is None:
+            name = _METHODS.get(method)
+            if name is None:  # the key holds only known methods: a client cannot grow it
+                name, key = "OTHER", (gateway, source, b"OTHER", cls)
+            first = self._key(key, m.REQUEST, (gateway, route_label(source), name,
+                                               _CLASSES[cls] if 0 < cls < 6 else "other"))
+        w = self.words
+        w[first] += 1
+        w[first + 1] += int(seconds * 1e6) if seconds > 0 else 0
+        w[first + 2 + bisect_left(BOUNDS, seconds)] += 1
+        w[first + m.REQ_BYTES] += req_bytes
+        w[first + m.RESP_BYTES] += resp_bytes
+
+    def upstream(self, source: str, backend: str, seconds: float) -> None:
+        """One upstream attempt that got a whole response."""
+        first = self._upstream(source, backend)
+        w = self.words
+        w[first] += 1
+        w[first + 1] += int(seconds * 1e6) if seconds > 0 else 0
+        w[first + 2 + bisect_left(BOUNDS, seconds)] += 1
+
+    def retry(self, source: str, backend: str) -> None:
+        self.words[self._upstream(source, backend) + m.RETRIES] += 1
+
+    def upstream_error(self, source: str, backend: str, reason: str) -> None:
+        """reason: refused, reset, timeout, tls."""
+        key = (m.UPSTREAM_ERROR, source, backend, reason)
+        first = self._keys.get(key)
+        if first is None:
+            first = self._key(key, m.UPSTREAM_ERROR, (route_label(source), backend, reason))
+        self.words[first] += 1
+
+    def _upstream(self, source: str, backend: str) -> int:
+        key = (m.UPSTREAM, source, backend)
+        first = self._keys.get(key)
+        if first is None:
+            first = self._key(key, m.UPSTREAM, (route_label(source), backend))
+        return first
+
+    # --- per connection -------------------------------------------------------------
+
+    def opened(self) -> None:
+        w, c = self.words, self._conn
+        w[c + m.ACTIVE] += 1
+        w[c + m.TOTAL] += 1
+
+    def closed(self) -> None:
+        w, c = self.words, self._conn
+        if w[c + m.ACTIVE]:
+            w[c + m.ACTIVE] -= 1
+
+    def received(self, n: int) -> None:
+        self.words[self._conn + m.BYTES_IN] += n
+
+    def sent(self, n: int) -> None:
+        self.words[self._conn + m.BYTES_OUT] += n
