@@ -110,6 +110,20 @@ def worker_families(segment: m.Segment):
                 active, conns, bytes_in, bytes_out, overflow, slots)
 
 
+def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    """A gauge family of one unlabelled sample."""
+    g = GaugeMetricFamily(name, doc)
+    g.add_metric([], value)
+    return g
+
+
+def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    """A counter family of one unlabelled sample."""
+    c = CounterMetricFamily(name, doc)
+    c.add_metric([], value)
+    return c
+
+
 def config_errors(pipeline) -> CounterMetricFamily:
     """``fluxgate_config_errors_total{kind, reason}``: problems with the input
     (control/pipeline.py ``error_labels``), counted when found."""
@@ -129,19 +143,11 @@ class RunnerCollector:
 
     def collect(self):
         s = self.state
-        g = GaugeMetricFamily("fluxgate_table_generation", "Generation of the published route table")
-        g.add_metric([], s.writer.generation)
-        yield g
-        c = CounterMetricFamily("fluxgate_table_publishes", "Tables published")
-        c.add_metric([], s.publisher.published)
-        yield c
-        g = GaugeMetricFamily("fluxgate_table_bytes", "Size of the published route table")
-        g.add_metric([], s.publisher.last_bytes)
-        yield g
-        g = GaugeMetricFamily("fluxgate_table_age_seconds", "Seconds since the table was published")
-        if s.writer.generation:
-            g.add_metric([], round(time.monotonic() - s.writer.published_at, 3))
-        yield g
+        yield gauge("fluxgate_table_generation", "Generation of the published route table", s.writer.generation)
+        yield counter("fluxgate_table_publishes", "Tables published", s.publisher.published)
+        yield gauge("fluxgate_table_bytes", "Size of the published route table", s.publisher.last_bytes)
+        yield gauge("fluxgate_table_age_seconds", "Seconds since the table was published (0: none yet)",
+                    round(time.monotonic() - s.writer.published_at, 3) if s.writer.generation else 0)
         yield config_errors(s.pipeline)
         workers = s.supervisor.describe()
         g = GaugeMetricFamily("fluxgate_workers", "Worker processes", labels=["state"])
@@ -154,11 +160,7 @@ class RunnerCollector:
         yield c
         yield from worker_families(s.metrics)
         if getattr(s, "kubernetes", False):
-            g = GaugeMetricFamily("fluxgate_kubernetes_synced",
-                                  "1 once every watch has listed (the first table waits for it)")
-            g.add_metric([], 1 if s.source.synced else 0)
-            yield g
-            c = CounterMetricFamily("fluxgate_routes_held_for_endpoints",
-                                    "Publishes held while new routes waited for their endpoints")
-            c.add_metric([], s.held_for_endpoints)
-            yield c
+            yield gauge("fluxgate_kubernetes_synced", "1 once every watch has listed (the first table waits for it)",
+                        1 if s.source.synced else 0)
+            yield counter("fluxgate_routes_held_for_endpoints",
+                          "Publishes held while new routes waited for their endpoints", s.held_for_endpoints)

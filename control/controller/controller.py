@@ -62,9 +62,9 @@ import ssl
 import time
 
 from kubernetes import client
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily
 
-from control.metrics import config_errors
+from control.metrics import config_errors, counter, gauge
 from control.servers.admin import Admin
 from control.config import Config, ConfigError
 from control.controller.leader import LeaderElector
@@ -368,35 +368,21 @@ class _Collector:
 
     def collect(self):
         c = self.ctl
-        g = GaugeMetricFamily("fluxgate_controller_leader", "1 while this replica leads (writes status)")
-        g.add_metric([], 1 if c.elector.is_leader else 0)
-        yield g
-        m = CounterMetricFamily("fluxgate_controller_terms", "Times this replica became the leader")
-        m.add_metric([], c.elector.terms)
-        yield m
-        m = CounterMetricFamily("fluxgate_controller_lease_conflicts", "Lease writes lost to another replica (409)")
-        m.add_metric([], c.elector.conflicts)
-        yield m
-        m = CounterMetricFamily("fluxgate_controller_translations", "Translations of the watched objects")
-        m.add_metric([], c.translations)
-        yield m
+        yield gauge("fluxgate_controller_leader", "1 while this replica leads (writes status)",
+                    1 if c.elector.is_leader else 0)
+        yield counter("fluxgate_controller_terms", "Times this replica became the leader", c.elector.terms)
+        yield counter("fluxgate_controller_lease_conflicts", "Lease writes lost to another replica (409)",
+                      c.elector.conflicts)
+        yield counter("fluxgate_controller_translations", "Translations of the watched objects", c.translations)
         yield config_errors(c.pipeline)
         m = CounterMetricFamily("fluxgate_status_passes", "Status passes", labels=["kind"])
         m.add_metric(["incremental"], c.passes - c.full_passes)
         m.add_metric(["full"], c.full_passes)
         yield m
-        m = CounterMetricFamily("fluxgate_status_writes", "Status writes that succeeded")
-        m.add_metric([], c.status_writes)
-        yield m
-        m = CounterMetricFamily("fluxgate_status_conflicts", "Status writes answered 409 (re-read, retried)")
-        m.add_metric([], c.status_conflicts)
-        yield m
-        m = CounterMetricFamily("fluxgate_status_failures", "Objects whose status could not be written")
-        m.add_metric([], c.status_failed)
-        yield m
-        g = GaugeMetricFamily("fluxgate_kubernetes_synced", "1 once every watch has listed")
-        g.add_metric([], 1 if c.source.synced else 0)
-        yield g
+        yield counter("fluxgate_status_writes", "Status writes that succeeded", c.status_writes)
+        yield counter("fluxgate_status_conflicts", "Status writes answered 409 (re-read, retried)", c.status_conflicts)
+        yield counter("fluxgate_status_failures", "Objects whose status could not be written", c.status_failed)
+        yield gauge("fluxgate_kubernetes_synced", "1 once every watch has listed", 1 if c.source.synced else 0)
         if c.webhook is not None:
             m = CounterMetricFamily("fluxgate_webhook_reviews", "AdmissionReviews answered", labels=["allowed"])
             m.add_metric(["true"], c.webhook.reviews - c.webhook.denied)
