@@ -51,6 +51,17 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
 
+def _access_log(raw: str) -> str:
+    if raw in ("stdout", "stderr", "off"):
+        return raw
+    if not os.path.isabs(raw):
+        raise ValueError("must be stdout, stderr, off or an absolute file path")
+    parent = os.path.dirname(raw) or "/"
+    if not os.path.isdir(parent):
+        raise ValueError(f"directory {parent} does not exist")
+    return raw
+
+
 def _setting(default, kind, help, low=None, high=None, choices=()):
     """A Config field carrying its Setting (name and default are filled in below)."""
     return dataclasses.field(
@@ -246,6 +257,15 @@ class Config:
                             " (false: their pure-Python sources, e.g. to rule them out)")
     log_level: str = _setting("info", str, "log level", choices=("debug", "info", "warning", "error"))
     log_format: str = _setting("json", str, "log format", choices=("json", "text"))
+    # --- observability and operations (issue 12) ---
+    access_log: str = _setting("stdout", _access_log, "one JSON line per request: stdout, stderr, off, or an"
+                               " absolute file path (appended to)")
+    access_log_query: bool = _setting(False, _bool, "access log: keep the query in the path (it may carry"
+                                      " tokens)")
+    access_log_sample_2xx: float = _setting(1.0, float, "access log: the share of 2xx requests logged (other"
+                                            " statuses always are)", 0, 1)
+    debug_token: str = _setting("", str, "bearer token for /debug/* from addresses other than loopback"
+                                " (empty: /debug/* answers loopback only)")
 
     @classmethod
     def load(

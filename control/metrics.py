@@ -34,7 +34,7 @@ FAMILIES = (
     "fluxgate_response_size_bytes", "fluxgate_upstream_request_duration_seconds", "fluxgate_retries",
     "fluxgate_upstream_connection_errors", "fluxgate_downstream_connections_active",
     "fluxgate_downstream_connections", "fluxgate_downstream_received_bytes",
-    "fluxgate_downstream_sent_bytes", "fluxgate_metrics_overflow",
+    "fluxgate_downstream_sent_bytes", "fluxgate_metrics_overflow", "fluxgate_access_log_dropped",
     "fluxgate_table_generation", "fluxgate_table_publishes", "fluxgate_table_bytes",
     "fluxgate_table_age_seconds", "fluxgate_config_errors", "fluxgate_workers",
     "fluxgate_worker_restarts", "fluxgate_worker_requests", "fluxgate_rebuild_seconds",
@@ -76,6 +76,8 @@ def worker_families(segment: m.Segment):
     overflow = CounterMetricFamily(
         "fluxgate_metrics_overflow",
         f"Label sets counted without their labels ({m.OVERFLOW}): a worker's metrics region was full")
+    dropped = CounterMetricFamily("fluxgate_access_log_dropped",
+                                  "Access log lines dropped: the destination did not keep up")
     sums = [0] * m.WIDTH[m.CONNECTIONS]
     for (kind, labels), v in sorted(records.items()):
         labels = list(labels)
@@ -101,13 +103,14 @@ def worker_families(segment: m.Segment):
     bytes_in.add_metric([], sums[m.BYTES_IN])
     bytes_out.add_metric([], sums[m.BYTES_OUT])
     overflow.add_metric([], sums[m.OVERFLOWED])
+    dropped.add_metric([], sums[m.LOG_DROPPED])
     slots = CounterMetricFamily("fluxgate_worker_requests",
                                 "Requests answered by the workers of each slot (a replacement adds to its slot's)",
                                 labels=["worker"])
     for index, n in enumerate(per_slot):
         slots.add_metric([str(index)], n)
     yield from (requests, duration, req_size, resp_size, upstream, retries, errors,
-                active, conns, bytes_in, bytes_out, overflow, slots)
+                active, conns, bytes_in, bytes_out, overflow, dropped, slots)
 
 
 def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -92,7 +92,7 @@ class Runner:
             raise
         self.publisher = Publisher(self.writer)
         self.supervisor = Supervisor(cfg, self.writer)
-        self.admin = Admin(self, cfg.admin_address, cfg.admin_port)
+        self.admin = Admin(self, cfg.admin_address, cfg.admin_port, debug_token=cfg.debug_token)
         # From the first change the loop saw to the workers being told (hold-off,
         # warming and the rebuild itself): what an operator tunes the hold-off by.
         self.rebuild_seconds = Histogram(

@@ -92,5 +92,5 @@ class Dispatcher:
 
 def local(proto, req, status: int, keep_alive: bool) -> Exchange:
     """The gateway's own answer ``status`` (a prebuilt response) to ``req``."""
-    data = responses.error(status, not keep_alive, req.head_only)
+    data = responses.error(status, not keep_alive, req.head_only, req.request_id)
     return answered(proto, data, keep_alive, req.http10, req.head_only, req)

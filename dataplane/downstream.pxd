@@ -6,8 +6,8 @@ from dataplane.limits cimport Limits
 from dataplane.upstream.pool cimport Pool
 
 cdef class Downstream:
-    cdef public object worker, loop, settings, transport, active, queue, current, tunnel, _early, meter
-    cdef public double request_started
+    cdef public object worker, loop, settings, transport, active, queue, current, tunnel, _early, meter, access_log
+    cdef public double request_started, request_t0
     cdef public Outbox outbox
     cdef public Limits limits
     cdef public Pool pool

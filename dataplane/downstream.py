@@ -2,8 +2,8 @@
 
 An Exchange (exchange.py) writes its response, pauses reading, sets its
 deadlines and reports that it is finished through this interface, and
-nothing else of the connection: ``worker``, ``loop``, ``pool``, ``meter``, ``limits``,
-``flow``, ``deadline``, ``request_started``, ``write``, ``abort``, ``closing_after_response``,
+nothing else of the connection: ``worker``, ``loop``, ``pool``, ``meter``, ``access_log``, ``limits``,
+``flow``, ``deadline``, ``request_started``, ``request_t0``, ``write``, ``abort``, ``closing_after_response``,
 ``exchange_done``, ``tunnel_open``, ``tunnel_closed``. The HTTP/1.1 protocol (protocol.py) is
 one such downstream; an HTTP/2 stream will be another.
 
@@ -40,6 +40,7 @@ class Downstream:
         self.limits = Limits(worker.settings)  # what is read per request, as plain numbers
         self.pool = worker.pool  # upstream keep-alive connections
         self.meter = worker.meter  # the worker's counters (dataplane/metrics.py)
+        self.access_log = worker.access_log  # dataplane/accesslog.py, or None (off)
         # connection
         self.transport = None
         self.flow = None  # FlowControl, with the transport
@@ -53,7 +54,8 @@ class Downstream:
         self._refused = False  # a request was refused: nothing more is read
         self._in_head = False  # a request head is being received
         self._waiting = HEAD  # what the CLIENT deadline is for: HEAD, BODY, IDLE or NOTHING
-        self.request_started = 0.0  # the loop's clock at the current request's first byte
+        self.request_started = 0.0  # the loop's clock at the current request's first byte (deadlines)
+        self.request_t0 = 0.0  # the same moment by perf_counter (durations: the loop's clock ticks in ms)
 
     # --- what exchanges call ----------------------------------------------------
 

@@ -9,9 +9,9 @@ cdef class Exchange:
     cdef public int state, attempts, retries
     cdef public bint req_done, keep_alive, http10, head_only, chunked, replayable, upgrade, expect_continue
     cdef public Py_ssize_t body_bytes, kept_bytes, req_bytes, resp_bytes
-    cdef public double t0, sent_at
+    cdef public double t0, sent_at, upstream_s
     cdef public int status
-    cdef public object source, gateway
+    cdef public object source, gateway, rid
     cpdef _ended(self, int new)
     cpdef _move(self, int new)
     cpdef start(self)

@@ -78,8 +78,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from time import perf_counter
 
-from dataplane import flow, responses
+from dataplane import flow, requestid, responses
 from dataplane.deadline import ATTEMPT, RESPONSE, RETRY, ROUTE
 from dataplane.filters.chain import respond
 from dataplane.upstream.connection import UpstreamConnection
@@ -133,7 +134,7 @@ class Exchange:
         "head", "cluster", "endpoint", "action", "responses", "retry", "chunked", "replayable",
         "upgrade", "expect_continue", "attempts", "retries", "conn", "body", "body_bytes",
         "kept", "kept_bytes", "mirrors", "t0", "sent_at", "status", "req_bytes", "resp_bytes",
-        "source", "gateway",
+        "source", "gateway", "rid", "upstream_s",
     )
 
     def __init__(self, proto, req, keep_alive: bool, http10: bool, head_only: bool, local: bytes | None,
@@ -158,12 +159,14 @@ class Exchange:
         self.kept_bytes = 0
         self.mirrors = ()  # Mirror copies of this request (RequestMirror)
         # For the meter (dataplane/metrics.py) and the access log, when the exchange ends:
-        self.t0 = proto.request_started  # the request head's first byte (the loop's clock)
+        self.t0 = proto.request_t0  # the request head's first byte (perf_counter)
         self.sent_at = 0.0  # the current attempt went to its upstream
+        self.upstream_s = 0.0  # the last attempt that got a whole response took
         self.status = 0  # of the response the client gets (0: none yet)
         self.req_bytes = self.resp_bytes = 0  # request body received, response bytes sent
         self.source = ""  # the route entry's "kind/namespace/name#rule" ("" when none matched)
         self.gateway = ""  # the Gateway of the listener (from the table)
+        self.rid = req.request_id if req is not None else None  # x-request-id, both ways
         if local is None:
             self.chunked = req.chunked  # re-frame the request body as chunked upstream
             self.replayable = not req.has_body  # safe to send again on a fresh connection
@@ -191,8 +194,11 @@ class Exchange:
         proto = self.proto
         status = self.status if self.status else 499
         req = self.req
+        seconds = perf_counter() - self.t0
         proto.meter.request(self.gateway, self.source, req.method if req is not None else b"",
-                            status, proto.loop.time() - self.t0, self.req_bytes, self.resp_bytes)
+                            status, seconds, self.req_bytes, self.resp_bytes)
+        if proto.access_log is not None:
+            proto.access_log.record(self, status, seconds)
 
     @property
     def started(self) -> bool:
@@ -212,8 +218,11 @@ class Exchange:
 
     def start(self) -> None:
         if self.local is not None:
-            self.resp_bytes = len(self.local)
-            self.proto.write(self.local)
+            if self.rid is None:  # a refusal made before a Request existed
+                self.rid = requestid.new()
+            data = _with_id(self.local, self.rid)
+            self.resp_bytes = len(data)
+            self.proto.write(data)
             self._move(DONE)
             self._response_finished()
             return
@@ -272,7 +281,7 @@ class Exchange:
     def _attach(self, conn) -> None:
         self._move(SENT)
         self.conn = conn
-        self.sent_at = self.proto.loop.time()
+        self.sent_at = perf_counter()
         body = self.body
         if body:
             data = self.head + b"".join(body)
@@ -364,14 +373,16 @@ class Exchange:
 
     def connection_header(self) -> bytes:
         """The downstream Connection header and the head's last CRLF."""
+        rid = b"x-request-id: " + self.rid
         if self.keep_alive and not self.proto.closing_after_response():
-            return b"connection: keep-alive\r\n\r\n" if self.http10 else b"\r\n"
+            return rid + (b"\r\nconnection: keep-alive\r\n\r\n" if self.http10 else b"\r\n\r\n")
         self.keep_alive = False
-        return b"connection: close\r\n\r\n"
+        return rid + b"\r\nconnection: close\r\n\r\n"
 
     def response_done(self, conn, reusable: bool) -> None:
         self.conn = None
-        self.proto.meter.upstream(self.source, self.cluster.name, self.proto.loop.time() - self.sent_at)
+        self.upstream_s = perf_counter() - self.sent_at
+        self.proto.meter.upstream(self.source, self.cluster.name, self.upstream_s)
         if reusable and self.req_done and not self.upgrade:
             self.proto.pool.release(conn)
         else:
@@ -510,7 +521,7 @@ class Exchange:
     def _fail(self, status: int) -> None:
         close = not self.keep_alive or self.proto.closing_after_response()
         self.keep_alive = not close
-        data = responses.error(status, close, self.head_only)
+        data = _with_id(responses.error(status, close, self.head_only, self.rid), self.rid)
         self.status, self.resp_bytes = status, len(data)
         self.proto.write(data)
         self._move(DONE)
@@ -544,6 +555,12 @@ class Exchange:
             return
         self._move(DONE)
         self.proto.tunnel_closed()
+
+
+def _with_id(response: bytes, rid: bytes) -> bytes:
+    """A response the gateway made, with the request's x-request-id after its status line."""
+    i = response.find(b"\r\n") + 2
+    return b"".join((response[:i], b"x-request-id: ", rid, b"\r\n", response[i:]))
 
 
 def _status_of(response: bytes) -> int:

@@ -31,6 +31,7 @@ REQUEST_SPECIAL = HOP_BY_HOP | {
     b"x-forwarded-for",
     b"x-forwarded-proto",
     b"x-forwarded-host",
+    b"x-request-id",  # kept when valid, else replaced (dataplane/requestid.py)
 }
 
 
@@ -44,11 +45,12 @@ def nominated(value: bytes) -> set[bytes]:
 # asks one dict instead of lower-casing and testing each name. The caches are
 # bounded: a client inventing names cannot grow them without limit.
 
-PASS, HOST, XFF, TE, CONNECTION, LENGTH, DROP, EXPECT, UNDERSCORE, UPGRADE = range(10)
+# UA and TRACEPARENT pass upstream too; the access log and tracing read them.
+PASS, HOST, XFF, TE, CONNECTION, LENGTH, DROP, EXPECT, UNDERSCORE, UPGRADE, RID, UA, TRACEPARENT = range(13)
 _REQUEST_CODES = {
     b"host": HOST, b"x-forwarded-for": XFF, b"transfer-encoding": TE,
     b"connection": CONNECTION, b"content-length": LENGTH, b"expect": EXPECT,
-    b"upgrade": UPGRADE,
+    b"upgrade": UPGRADE, b"x-request-id": RID, b"user-agent": UA, b"traceparent": TRACEPARENT,
 }
 _CACHE_LIMIT = 4096
 request_class: dict[bytes, int] = {}

@@ -124,3 +124,6 @@ class Meter:
 
     def sent(self, n: int) -> None:
         self.words[self._conn + m.BYTES_OUT] += n
+
+    def access_log_dropped(self, n: int) -> None:
+        self.words[self._conn + m.LOG_DROPPED] += n

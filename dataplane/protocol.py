@@ -27,6 +27,7 @@ exchange's own timeouts share the timer.
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 import httptools
 
 from dataplane import flow, responses
@@ -158,6 +159,7 @@ class HttpProtocol(Downstream):
         self._between = False
         self._in_head = True
         self._head_seen = self._chunk_len  # an upper bound: this whole chunk
+        self.request_t0 = perf_counter()
         if self._first:
             self._first = False
         else:
@@ -259,9 +261,9 @@ class HttpProtocol(Downstream):
             return False
         worker.requests += 1
         self._completed += 1
-        self.request_started = self.loop.time()
+        self.request_t0 = perf_counter()
         self.wait_for(NOTHING, 0.0)
-        ex = self.dispatcher.exchange(self, self._seen_req)
+        ex = self.dispatcher.exchange(self, self.reader.repeat(self._seen_req))
         if not self.dispatcher.plain:
             self._seen = None  # the route changed: its filters may edit the Request
         self.enqueue(ex)
@@ -277,7 +279,6 @@ class HttpProtocol(Downstream):
         ex = self.current
         if ex is not None and not ex.req_done:
             ex.request_finished()
-
 
     def deadline_passed(self, kind: int) -> None:
         """The connection's Deadline: one of its kinds is due."""

@@ -3,8 +3,8 @@ from dataplane.limits cimport Limits
 
 cdef class Request:
     cdef public object method, target, path, query, host, headers, forward, length, xff
-    cdef public object client, scheme, prefix, host_out, mirrors, answer
-    cdef public bint chunked, http10, keep_alive, keep_local, head_only, expect_continue, upgrade, has_body
+    cdef public object client, scheme, prefix, host_out, mirrors, answer, request_id, user_agent, traceparent
+    cdef public bint chunked, http10, keep_alive, keep_local, head_only, expect_continue, upgrade, has_body, rid_new
     cdef public int port
 
 cdef class HeadReader:
@@ -14,3 +14,4 @@ cdef class HeadReader:
     cpdef Request read(self, parser, url, headers, Py_ssize_t head_seen, bint closing)
     cpdef host_key(self, Request req)
     cpdef bytes upstream_head(self, Request req, host_rewrite)
+    cpdef Request repeat(self, Request req)

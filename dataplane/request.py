@@ -40,8 +40,9 @@ from common.path import PathError
 from common.path import is_normal as _normal_path
 from common.path import normalize as normalize_path
 from dataplane import headers as hdr
-from dataplane import responses
-from dataplane.headers import CONNECTION, EXPECT, HOST, LENGTH, PASS, TE, UNDERSCORE, UPGRADE, XFF, nominated
+from dataplane import requestid, responses
+from dataplane.headers import (CONNECTION, EXPECT, HOST, LENGTH, PASS, RID, TE, TRACEPARENT, UA, UNDERSCORE,
+                               UPGRADE, XFF, nominated)
 
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 # A Host header value: reg-name (as DNS and IP addresses use it) or an IP
@@ -75,6 +76,7 @@ class Request:
         "method", "target", "path", "query", "host", "headers", "forward", "length", "chunked",
         "http10", "keep_alive", "keep_local", "head_only", "expect_continue", "upgrade", "xff",
         "has_body", "client", "scheme", "port", "prefix", "host_out", "mirrors", "answer",
+        "request_id", "rid_new", "user_agent", "traceparent",
     )
 
     def __init__(self, method: bytes, target: bytes, path: bytes, query: bytes, host: bytes,
@@ -122,7 +124,8 @@ class HeadReader:
             self._unusual(version, method, url, headers, head_seen)
         http10 = version == "1.0"
         keep_alive = parser.should_keep_alive() and not closing
-        host = xff = conn = length = expect = upgrade = None
+        host = xff = conn = length = expect = upgrade = rid = None
+        ua = trace = b""
         chunked = False
         forward = []
         classes = hdr.request_class
@@ -154,6 +157,15 @@ class HeadReader:
                 expect = value
             elif code == UPGRADE:
                 upgrade = value
+            elif code == UA:
+                forward.append(b"%s: %s\r\n" % (name, value))
+                ua = value
+            elif code == TRACEPARENT:
+                forward.append(b"%s: %s\r\n" % (name, value))
+                trace = value
+            elif code == RID:
+                if rid is None and requestid.valid(value):
+                    rid = value  # the first valid one; the others are not sent on
             elif code == UNDERSCORE:
                 policy = self.limits.underscore_headers
                 if policy == "allow":
@@ -229,6 +241,15 @@ class HeadReader:
         req.xff = xff
         req.has_body = has_body  # False: safe to send again on a fresh connection
         req.answer = answer
+        req.user_agent, req.traceparent = ua, trace
+        req.rid_new = rid is None  # a repeat of these bytes (protocol._repeat) gets another
+        req.request_id = requestid.new() if rid is None else rid
+        return req
+
+    def repeat(self, req: Request) -> Request:
+        """``req`` again, for a repeat of its bytes (protocol._repeat): another request, its own id."""
+        if req.rid_new:
+            req.request_id = requestid.new()
         return req
 
     def _unusual(self, version: str, method: bytes, url: bytes, headers: list, head_seen: int) -> None:
@@ -277,7 +298,7 @@ class HeadReader:
             *req.forward,
             b"transfer-encoding: chunked\r\n" if req.chunked
             else b"content-length: " + length + b"\r\n" if length is not None else b"",
-            forwarded,
+            forwarded, b"x-request-id: ", req.request_id, b"\r\n",
             b"connection: upgrade\r\nupgrade: websocket\r\n\r\n" if req.upgrade else b"\r\n",
         ))
 

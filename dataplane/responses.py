@@ -62,9 +62,11 @@ def preflight(lines: bytes, close: bool) -> bytes:
     )
 
 
-def error(status: int, close: bool, head_only: bool = False) -> bytes:
-    """The prebuilt response for ``status``; headers only for HEAD requests."""
-    data = PREBUILT[status][close]
+def error(status: int, close: bool, head_only: bool = False, rid: bytes | None = None) -> bytes:
+    """The response for ``status`` (prebuilt; with the request id in its body
+    when ``rid`` is given); headers only for HEAD requests."""
+    data = PREBUILT[status][close] if rid is None else build(
+        status, _BODIES[status] + b"request id: " + rid + b"\n", close=close)
     if head_only:
         return data[: data.index(b"\r\n\r\n") + 4]
     return data

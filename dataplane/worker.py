@@ -34,6 +34,7 @@ import uvloop
 
 import dataplane
 
+from dataplane.accesslog import AccessLog
 from dataplane.listeners import Listeners
 from dataplane.metrics import Meter
 from dataplane.outbox import Outbox
@@ -62,6 +63,7 @@ class Worker:
         # This slot's counters, continued from its predecessor's (shm/metrics.py).
         self.metrics = metrics.Segment(settings.shard, settings.worker_count, create=False)
         self.meter = Meter(self.metrics.region(settings.index))
+        self.access_log = AccessLog.open(settings, self.loop, self.meter)
         self.router: Router | None = None
         self.pool = Pool(settings.upstream_keepalive, settings.upstream_idle_timeout)
         self.outbox = Outbox(self.loop)  # every socket write, once per loop iteration
@@ -168,6 +170,8 @@ class Worker:
         self.refresh()
         loop.call_later(self.settings.heartbeat_interval, self._tick)
         await self._done
+        if self.access_log is not None:
+            self.access_log.close()
         self.reader.heartbeat()
         return self.exit_code
 

@@ -142,7 +142,9 @@ def run(args, workdir: Path) -> int:
     sides = [Side("nginx", ng_port, ngx.tree, ngx.tree)]
     fg_info = None
     if not args.selftest:
-        fg = h.Fluxgate(workdir, 1, up_port, args.fluxgate, tag="perf-bench")
+        # nginx runs with access_log off: so does FluxGate unless --env says otherwise.
+        fg = h.Fluxgate(workdir, 1, up_port, args.fluxgate, tag="perf-bench",
+                        env={"FLUXGATE_ACCESS_LOG": "off", **_env(args.env, workdir)})
         cfg = fg.start()
         fg_info = {"command": fg.argv, "generation": cfg.get("generation"), "workers": cfg.get("workers")}
         # The fluxgate tree after a run is re-listed from /proc plus the pids
@@ -152,7 +154,8 @@ def run(args, workdir: Path) -> int:
             # A second FluxGate (another checkout: "before"), measured in the same
             # rounds, so a before/after figure shares the machine's moment too.
             (workdir / "before").mkdir()
-            before = h.Fluxgate(workdir / "before", 1, up_port, args.compare, tag="perf-before")
+            before = h.Fluxgate(workdir / "before", 1, up_port, args.compare, tag="perf-before",
+                                env=_env(args.compare_env, workdir / "before"))
             before.start()
             sides.append(Side("before", before.listen_port, before.pids, before.proc.tree))
     check_proxies(sides)
@@ -200,6 +203,16 @@ def run(args, workdir: Path) -> int:
     return 0
 
 
+def _env(pairs: list[str], workdir: Path) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("FLUXGATE_"):
+            raise SystemExit(f"--env {pair!r}: expected FLUXGATE_NAME=VALUE")
+        out[name] = value.replace("{dir}", str(workdir))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measured wrk run (10)")
@@ -212,6 +225,11 @@ def main(argv=None) -> int:
                    "script beside this python, on PATH, else python -m control.cli)")
     p.add_argument("--compare", metavar="CMD", help="also measure this fluxgate command (e.g. another "
                    "checkout's), as side 'before', in the same rounds")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a FLUXGATE_* setting for the measured FluxGate (repeatable; {dir} is its work dir),"
+                        " e.g. FLUXGATE_ACCESS_LOG={dir}/access.log")
+    p.add_argument("--compare-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a FLUXGATE_* setting for the --compare FluxGate (repeatable)")
     p.add_argument("--vary", action="store_true", help="make every request differ (path, query, a header)")
     p.add_argument("--selftest", action="store_true", help="nginx side only, 2 s: check the tooling")
     p.add_argument("--fail-on-miss", action="store_true", help="exit 3 when a target is missed")

@@ -179,15 +179,15 @@ BUCKETS = len(BOUNDS) + 1
 REQUEST = 1  # (gateway, route, method, status_class): count, µs sum, buckets, request bytes, response bytes
 UPSTREAM = 2  # (route, backend): count, µs sum, buckets, retries
 UPSTREAM_ERROR = 3  # (route, backend, reason): count
-CONNECTIONS = 4  # (): active (a gauge), total, bytes in, bytes out, label sets overflowed
+CONNECTIONS = 4  # (): active (a gauge), total, bytes in, bytes out, label sets overflowed, log lines dropped
 
 ARITY = {REQUEST: 4, UPSTREAM: 2, UPSTREAM_ERROR: 3, CONNECTIONS: 0}
-WIDTH = {REQUEST: 2 + BUCKETS + 2, UPSTREAM: 2 + BUCKETS + 1, UPSTREAM_ERROR: 1, CONNECTIONS: 5}
+WIDTH = {REQUEST: 2 + BUCKETS + 2, UPSTREAM: 2 + BUCKETS + 1, UPSTREAM_ERROR: 1, CONNECTIONS: 6}
 # Value offsets within a record
 COUNT, MICROS, BUCKET0 = 0, 1, 2
 REQ_BYTES, RESP_BYTES = 2 + BUCKETS, 3 + BUCKETS
 RETRIES = 2 + BUCKETS
-ACTIVE, TOTAL, BYTES_IN, BYTES_OUT, OVERFLOWED = range(5)
+ACTIVE, TOTAL, BYTES_IN, BYTES_OUT, OVERFLOWED, LOG_DROPPED = range(6)
 
 assert max(WIDTH.values()) <= VALUE_WORDS
 

@@ -290,6 +290,9 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     upstream_idle_timeout: float = 60.0
     log_level: str = "info"
     log_format: str = "json"
+    access_log: str = "stdout"  # stdout | stderr | off | an absolute path
+    access_log_query: bool = False
+    access_log_sample_2xx: float = 1.0
     # Limits and timeouts (control/config.py says what each means).
     max_request_line_bytes: int = 8192
     max_header_bytes: int = 32768

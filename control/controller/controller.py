@@ -140,7 +140,7 @@ class Controller:
                                   f"{cfg.webhook_key!r}: cannot load the certificate and key: "
                                   f"{exc}") from None
         self.admin = Admin(self, cfg.admin_address, cfg.admin_port, collector=_Collector(self), debug={
-            "/debug/status": self.debug_status, "/debug/watches": self.source.describe})
+            "/debug/status": self.debug_status, "/debug/watches": self.source.describe}, debug_token=cfg.debug_token)
         # Only what changed since the last build is parsed, and translation keeps
         # what it can (its memo), as in a data-plane pod: a change costs its own size.
         self.pipeline = Pipeline(

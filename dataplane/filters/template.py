@@ -6,25 +6,23 @@ come from a parsed request, so they hold no CR or LF. A header whose value
 renders empty is not sent (an absent source header sends nothing rather
 than an empty header).
 
-%{request_id} is the request's X-Request-Id; when the client sent none, one
-is made and sent upstream too, so the backend's X-Request-Id and the
-templated header agree.
+%{request_id} is the request's id (dataplane/requestid.py: the client's
+X-Request-Id when valid, else a new one), the one sent upstream as
+X-Request-Id too, so the backend's X-Request-Id and the templated header agree.
 """
 
 from __future__ import annotations
 
-import os
 
 from dataplane.filters.base import Filter
 from dataplane.headers import drop_lines, header_value
 from shm import schema
 from shm.schema import RequestHeaderTemplate
 
-_REQUEST_ID = b"x-request-id"
 
 
 class HeaderTemplates:
-    __slots__ = ("items", "drop", "needs_id")
+    __slots__ = ("items", "drop")
 
     def __init__(self, f: RequestHeaderTemplate) -> None:
         self.items = tuple(
@@ -33,18 +31,11 @@ class HeaderTemplates:
             for h in f.set
         )
         self.drop = frozenset(name.lower() for name, _ in self.items)
-        self.needs_id = any(kind == "request_id" for _, parts in self.items for kind, _ in parts)
 
-    def render(self, client: bytes, path: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    def render(self, client: bytes, path: bytes, headers: list[tuple[bytes, bytes]],
+               request_id: bytes = b"") -> bytes:
         """The header lines to add (the names in ``drop`` are removed first)."""
-        request_id = b""
         out = []
-        if self.needs_id:
-            request_id = header_value(headers, _REQUEST_ID)
-            if not request_id:
-                request_id = os.urandom(16).hex().encode()
-                if _REQUEST_ID not in self.drop:
-                    out.append(b"x-request-id: %s\r\n" % request_id)
         segments = None
         for name, parts in self.items:
             value = []
@@ -80,6 +71,6 @@ class RequestHeaderTemplateFilter(Filter):
     def request(self, req) -> None:
         templates = self.templates
         forward = drop_lines(req.forward, templates.drop)
-        forward.append(templates.render(req.client, req.path, req.headers))
+        forward.append(templates.render(req.client, req.path, req.headers, req.request_id))
         req.forward = forward
         return None

@@ -52,6 +52,7 @@ _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 _SPECIAL_NAMES = (
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
     "proxy-authenticate", "proxy-authorization", "transfer-encoding", "content-length",
+    "x-request-id",  # the gateway sends the request's own (an upstream's echo would repeat it)
 )
 
 
@@ -69,7 +70,7 @@ _PLAIN_CONNECTION_LINE = re.compile((
     + _any_case("close") + ")[ \t]*(?=\r\n)").encode())
 # Searched in the lower-cased block: a literal alternation beats case classes.
 _OTHER_SPECIAL = re.compile(
-    rb"\r\n(?:connection:|keep-alive:|proxy-|te:|trailer:|upgrade:|transfer-encoding:)")
+    rb"\r\n(?:connection:|keep-alive:|proxy-|te:|trailer:|upgrade:|transfer-encoding:|x-request-id:)")
 _CONTENT_LENGTH = re.compile(("\r\n" + _any_case("content-length") + ":").encode())
 # What most HTTP/1.1 servers (nginx among them) send, spelled as they spell it:
 # removed with one C-level replace before any regex runs.

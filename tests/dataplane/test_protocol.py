@@ -77,6 +77,7 @@ class FakeWorker:
         self.router = Router(table)
         self.outbox = Outbox(self.loop)
         self.meter = Meter(metrics.Segment(None, 1, create=False).region(0))
+        self.access_log = None
 
 
 @pytest.fixture

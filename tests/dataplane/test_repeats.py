@@ -10,6 +10,7 @@ requires every byte each side sends to be the same.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ from tests.dataplane.test_protocol import FakeTransport, FakeWorker
 
 GET = b"GET /a HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 2\r\n\r\nok"
+_RID = re.compile(rb"(?<=x-request-id: )[^\r]*|(?<=request id: )[^\n]*")  # headers and error bodies
 
 
 class Rig:
@@ -41,6 +43,7 @@ class Rig:
         self.down = FakeTransport(self.worker.outbox)
         self.proto.connection_made(self.down)
         self.forget = forget  # wipe the memory of the last reads before every step
+        self.ids: list[bytes] = []
 
     def _wipe(self) -> None:
         if self.forget:
@@ -48,18 +51,23 @@ class Rig:
             self.up._seen_head = None
 
     def client(self, data: bytes) -> bytes:
-        """Send ``data`` from the client; what reached the upstream."""
+        """Send ``data`` from the client; what reached the upstream (request ids masked:
+        each request has its own, ``ids`` collects them)."""
         self._wipe()
         if not self.down._closed:
             self.proto.data_received(data)
-        return self.up_t.data()
+        return self._mask(self.up_t.data())
+
+    def _mask(self, data: bytes) -> bytes:
+        self.ids += _RID.findall(data)
+        return _RID.sub(b"*", data)
 
     def upstream(self, data: bytes) -> bytes:
         """Send ``data`` from the upstream; what reached the client."""
         self._wipe()
         if not self.up.closed and self.up.exchange is not None:
             self.up.data_received(data)
-        return self.down.data()
+        return self._mask(self.down.data())
 
     def state(self) -> tuple:
         return (self.down._closed, self.down.aborted, self.up.closed, self.worker.requests)
@@ -86,6 +94,7 @@ def test_repeats_a_repeated_request_goes_upstream_exactly_as_the_first(rig):
     assert rig.upstream(OK).endswith(b"ok")
     assert rig.client(GET) == first
     assert rig.worker.requests == 2
+    assert len(set(rig.ids)) == 2  # the same bytes, each request its own id (up and back)
 
 
 def test_repeats_a_repeated_response_reaches_the_client_exactly_as_the_first(rig):

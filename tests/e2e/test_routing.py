@@ -8,6 +8,14 @@ from collections import Counter
 from tests.e2e.gateway import echoed, objects, request, route, write_config
 
 
+
+def _said(body: bytes) -> bytes:
+    """An error body without its last line, the request id (each request has its own)."""
+    lines = body.splitlines(keepends=True)
+    assert lines and lines[-1].startswith(b"request id: ")
+    return b"".join(lines[:-1])
+
+
 def _gateway(tmp_path, gateway_factory, port, backends, routes, **kw):
     cfg = tmp_path / "gw.yaml"
     write_config(cfg, objects(port, backends, routes, **kw))
@@ -36,7 +44,7 @@ def test_routing_hostnames_select_routes_and_unknown_host_is_404(tmp_path, gatew
     assert echoed(request(port, host="A.Example.COM:80")[2])["backend"] == "a"
     assert echoed(request(port, host="x.wild.example.com")[2])["backend"] == "b"
     status, _, body = request(port, host="nothing.example.com")
-    assert status == 404 and body == b"no route for this request\n"
+    assert status == 404 and _said(body) == b"no route for this request\n"
 
 
 def test_routing_weighted_backends_split_traffic_by_weight(tmp_path, gateway_factory, echo_factory, port):
@@ -63,9 +71,11 @@ def test_routing_errors_are_500_503_502_with_short_bodies(tmp_path, gateway_fact
             {"matches": [{"path": {"type": "PathPrefix", "value": "/dead"}}],
              "backendRefs": [{"name": "dead", "port": 80}]},
         ])])
-        assert request(port, "/missing")[::2] == (500, b"no backend can serve this route\n")
-        assert request(port, "/empty")[::2] == (503, b"no healthy upstream\n")
-        assert request(port, "/dead")[::2] == (502, b"upstream failed\n")
+        for path, status, said in (("/missing", 500, b"no backend can serve this route\n"),
+                                   ("/empty", 503, b"no healthy upstream\n"), ("/dead", 502, b"upstream failed\n")):
+            got, headers, body = request(port, path)
+            assert (got, _said(body)) == (status, said)
+            assert body.endswith(b"request id: %s\n" % headers["x-request-id"].encode())
     finally:
         dead.close()
 
@@ -230,7 +240,7 @@ def test_routing_backend_request_timeout_answers_504_for_a_slow_backend(tmp_path
         {"timeouts": {"request": "20s", "backendRequest": "300ms"}, "backendRefs": [{"name": "a", "port": 80}]}])])
     assert request(port, "/fast")[0] == 200
     status, _, body = request(port, "/slow", headers={"x-echo-delay": "5"})
-    assert status == 504 and body == b"upstream timed out\n"
+    assert status == 504 and _said(body) == b"upstream timed out\n"
     assert request(port, "/fast-again")[0] == 200  # the next request is not affected
 
 

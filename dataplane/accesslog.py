@@ -1,0 +1,158 @@
+"""The access log: one JSON line per request (FLUXGATE_ACCESS_LOG), never blocking the loop.
+
+A line is made when an exchange ends (dataplane/exchange.py ``_ended``) and
+appended to the current batch; the batch is handed, once per loop iteration,
+to a writer thread that makes one ``write`` of it. A destination that stops
+taking lines (a full pipe, a stuck disk) blocks only that thread: batches
+beyond ``MAX_PENDING`` lines are dropped and counted (the meter's
+``fluxgate_access_log_dropped_total``), requests never wait.
+
+Fields: time (UTC, ms), request_id, client_ip, method, path (without the query
+unless FLUXGATE_ACCESS_LOG_QUERY=true: queries carry tokens), status, bytes
+(sent to the client), request_bytes (body received), duration_ms (from the
+head's first byte), upstream (address:port, "" when the gateway answered),
+upstream_ms, route (namespace/name), gateway, user_agent, trace_id (from a
+W3C traceparent, "" without one). 2xx answers are sampled at
+FLUXGATE_ACCESS_LOG_SAMPLE_2XX; every other status is logged.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import sys
+import threading
+import time
+
+import msgspec
+
+from dataplane.metrics import route_label
+
+MAX_PENDING = 100_000  # lines handed to the writer and not yet written
+
+
+class Line(msgspec.Struct):
+    time: str
+    request_id: str
+    client_ip: str
+    method: str
+    path: str
+    status: int
+    bytes: int
+    request_bytes: int
+    duration_ms: float
+    upstream: str
+    upstream_ms: float
+    route: str
+    gateway: str
+    user_agent: str
+    trace_id: str
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class AccessLog:
+    __slots__ = ("fd", "query", "sample", "batch", "pending", "dropped", "_loop", "_queue", "_thread",
+                 "_lock", "_second", "_stamp", "_meter")
+
+    def __init__(self, fd: int, loop, meter, *, query: bool = False, sample_2xx: float = 1.0) -> None:
+        self.fd = fd
+        self.query = query
+        self.sample = sample_2xx
+        self.batch: list[bytes] = []
+        self.pending = 0  # lines in batches the writer has not written yet
+        self.dropped = 0
+        self._loop = loop
+        self._meter = meter
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="fluxgate-access-log", daemon=True)
+        self._thread.start()
+        self._second, self._stamp = -1, ""
+
+    @classmethod
+    def open(cls, settings, loop, meter) -> "AccessLog | None":
+        """The log the settings ask for (None: off). Raises OSError for a file that cannot be opened."""
+        where = settings.access_log
+        if where == "off":
+            return None
+        if where == "stdout":
+            fd = sys.stdout.fileno()
+        elif where == "stderr":
+            fd = sys.stderr.fileno()
+        else:
+            fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return cls(fd, loop, meter, query=settings.access_log_query, sample_2xx=settings.access_log_sample_2xx)
+
+    # --- the loop's side -----------------------------------------------------------------
+
+    def record(self, ex, status: int, seconds: float) -> None:
+        if 200 <= status < 300 and self.sample < 1.0 and random.random() >= self.sample:
+            return
+        req = ex.req
+        t = time.time()
+        second = int(t)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        if req is not None:
+            target = req.target if self.query else req.path
+            method, client, ua, trace = req.method, req.client, req.user_agent, req.traceparent
+        else:
+            target = method = client = ua = trace = b""
+        endpoint = ex.endpoint
+        line = Line(
+            time=f"{self._stamp}.{int((t - second) * 1000):03d}Z",
+            request_id=ex.rid.decode("latin-1") if ex.rid else "",
+            client_ip=client.decode("latin-1"), method=method.decode("latin-1"),
+            path=target.decode("latin-1"), status=status, bytes=ex.resp_bytes, request_bytes=ex.req_bytes,
+            duration_ms=round(seconds * 1000, 3),
+            upstream=f"{endpoint[0]}:{endpoint[1]}" if endpoint is not None and ex.sent_at else "",
+            upstream_ms=round(ex.upstream_s * 1000, 3),
+            route=route_label(ex.source), gateway=ex.gateway,
+            user_agent=ua.decode("latin-1"),
+            trace_id=trace[3:35].decode("latin-1") if len(trace) >= 55 else "",
+        )
+        batch = self.batch
+        batch.append(_encode(line))
+        if len(batch) == 1:
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hand the batch to the writer (once per loop iteration)."""
+        batch = self.batch
+        if not batch:
+            return
+        self.batch = []
+        with self._lock:
+            if self.pending + len(batch) > MAX_PENDING:
+                self.dropped += len(batch)
+                self._meter.access_log_dropped(len(batch))
+                return
+            self.pending += len(batch)
+        self._queue.put(batch)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is left (a worker's exit), waiting at most ``timeout``."""
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # --- the writer thread ------------------------------------------------------------
+
+    def _write(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            data = b"\n".join(batch) + b"\n"
+            while data:
+                try:
+                    data = data[os.write(self.fd, data):]
+                except BlockingIOError:  # a non-blocking descriptor that is full: wait here
+                    time.sleep(0.01)
+                except OSError:
+                    break  # the destination is gone: the lines are lost, the requests are not
+            with self._lock:
+                self.pending -= len(batch)
