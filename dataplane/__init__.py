@@ -21,7 +21,8 @@ import sys
 NATIVE = (
     "dataplane.limits", "dataplane.deadline", "dataplane.flow", "dataplane.outbox",
     "dataplane.downstream", "dataplane.request", "dataplane.dispatch", "dataplane.exchange",
-    "dataplane.protocol", "dataplane.upstream.connection", "dataplane.upstream.pool",
+    "dataplane.protocol", "dataplane.upstream.connection", "dataplane.upstream.pool", "dataplane.metrics",
+    "dataplane.accesslog",
 )
 _OFF = ("0", "false", "no", "off")
 

@@ -21,6 +21,8 @@ _METHODS = {x.encode(): x for x in ("GET", "HEAD", "POST", "PUT", "DELETE", "CON
 _CLASSES = ("", "1xx", "2xx", "3xx", "4xx", "5xx")
 BOUNDS = m.BOUNDS
 _MAX_KEYS = 4 * m.MAX_RECORDS
+_REQ_BYTES, _RESP_BYTES = m.REQ_BYTES, m.RESP_BYTES
+_ACTIVE, _TOTAL, _BYTES_IN, _BYTES_OUT, _LOG_DROPPED = m.ACTIVE, m.TOTAL, m.BYTES_IN, m.BYTES_OUT, m.LOG_DROPPED
 
 
 def route_label(source: str) -> str:
@@ -42,7 +44,7 @@ class Meter:
         for kind in (m.REQUEST, m.UPSTREAM, m.UPSTREAM_ERROR):
             self._record(kind, m.overflow_labels(kind))
         self._conn = self._record(m.CONNECTIONS, ())
-        self.words[self._conn + m.ACTIVE] = 0  # a predecessor's connections died with it
+        self.words[self._conn + _ACTIVE] = 0  # a predecessor's connections died with it
         self._keys: dict[tuple, int] = {}  # a request-side key → first value word
 
     def _record(self, kind: int, labels: tuple[str, ...]) -> int:
@@ -74,20 +76,22 @@ class Meter:
                 name, key = "OTHER", (gateway, source, b"OTHER", cls)
             first = self._key(key, m.REQUEST, (gateway, route_label(source), name,
                                                _CLASSES[cls] if 0 < cls < 6 else "other"))
-        w = self.words
-        w[first] += 1
-        w[first + 1] += int(seconds * 1e6) if seconds > 0 else 0
-        w[first + 2 + bisect_left(BOUNDS, seconds)] += 1
-        w[first + m.REQ_BYTES] += req_bytes
-        w[first + m.RESP_BYTES] += resp_bytes
+        # self.words each time: compiled (dataplane/metrics.pxd), a typed
+        # buffer, so each increment is one machine add.
+        self.words[first] += 1
+        if seconds > 0:
+            self.words[first + 1] += int(seconds * 1e6)
+        self.words[first + 2 + bisect_left(BOUNDS, seconds)] += 1
+        self.words[first + _REQ_BYTES] += req_bytes
+        self.words[first + _RESP_BYTES] += resp_bytes
 
     def upstream(self, source: str, backend: str, seconds: float) -> None:
         """One upstream attempt that got a whole response."""
         first = self._upstream(source, backend)
-        w = self.words
-        w[first] += 1
-        w[first + 1] += int(seconds * 1e6) if seconds > 0 else 0
-        w[first + 2 + bisect_left(BOUNDS, seconds)] += 1
+        self.words[first] += 1
+        if seconds > 0:
+            self.words[first + 1] += int(seconds * 1e6)
+        self.words[first + 2 + bisect_left(BOUNDS, seconds)] += 1
 
     def retry(self, source: str, backend: str) -> None:
         self.words[self._upstream(source, backend) + m.RETRIES] += 1
@@ -110,20 +114,18 @@ class Meter:
     # --- per connection -------------------------------------------------------------
 
     def opened(self) -> None:
-        w, c = self.words, self._conn
-        w[c + m.ACTIVE] += 1
-        w[c + m.TOTAL] += 1
+        self.words[self._conn + _ACTIVE] += 1
+        self.words[self._conn + _TOTAL] += 1
 
     def closed(self) -> None:
-        w, c = self.words, self._conn
-        if w[c + m.ACTIVE]:
-            w[c + m.ACTIVE] -= 1
+        if self.words[self._conn + _ACTIVE]:
+            self.words[self._conn + _ACTIVE] -= 1
 
     def received(self, n: int) -> None:
-        self.words[self._conn + m.BYTES_IN] += n
+        self.words[self._conn + _BYTES_IN] += n
 
     def sent(self, n: int) -> None:
-        self.words[self._conn + m.BYTES_OUT] += n
+        self.words[self._conn + _BYTES_OUT] += n
 
     def access_log_dropped(self, n: int) -> None:
-        self.words[self._conn + m.LOG_DROPPED] += n
+        self.words[self._conn + _LOG_DROPPED] += n
