@@ -218,6 +218,10 @@ class Config:
     admin_port: int = _setting(9090, int, "admin server port (/metrics, /healthz, /readyz, /debug)", 1, 65535)
     ingress_http_port: int = _setting(80, int, "port Ingress objects are served on (HTTP)", 1, 65535)
     drain_seconds: float = _setting(30.0, float, "on SIGTERM, time to finish in-flight requests (s)", 0, 3600)
+    shutdown_delay_seconds: float = _setting(
+        5.0, float, "on SIGTERM, /readyz fails at once and listeners keep accepting this long (every response"
+        " with Connection: close), so endpoints are removed before they stop (s); a second signal skips it",
+        0, 3600)
     heartbeat_timeout: float = _setting(10.0, float, "a worker silent this long is hung and killed (s)", 1, 600)
     worker_start_timeout: float = _setting(30.0, float, "a new worker must serve a table within (s)", 1, 600)
     ring_slots: int = _setting(4, int, "table slots in shared memory", 3, ring.MAX_SLOTS)

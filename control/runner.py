@@ -113,6 +113,7 @@ class Runner:
             on_built=self._publish, on_reset=self._reset, on_idle=lambda: self._wake.set())
         self._reload = False
         self._stop = asyncio.Event()
+        self._closing_until: float | None = None  # SIGTERM came: stop at this time (shutdown delay)
         self._wake = asyncio.Event()  # set by the source (any thread, via the loop) and by stop
         self.exit_code = 0
 
@@ -203,6 +204,8 @@ class Runner:
         pipeline = self.pipeline
         while not self._stop.is_set():
             now = time.monotonic()
+            if self._closing_until is not None and now >= self._closing_until:
+                return
             if now >= next_watch or self._reload or woken:
                 next_watch = now + self.cfg.watch_interval
                 forced, self._reload = self._reload, False
@@ -222,7 +225,7 @@ class Runner:
             if now >= next_beat:
                 next_beat = now + 1.0
                 self.writer.heartbeat()
-            wake = min(next_tick, next_watch, next_beat)
+            wake = min(next_tick, next_watch, next_beat, self._closing_until or next_beat)
             due = pipeline.due()
             if due is not None:
                 wake = min(wake, due)
@@ -246,7 +249,18 @@ class Runner:
         log.info("stopped")
 
     def _request_stop(self) -> None:
-        self._stop.set()
+        """SIGTERM/SIGINT: /readyz fails at once, the workers close every
+        connection after its response and keep accepting for
+        FLUXGATE_SHUTDOWN_DELAY_SECONDS (endpoints are removed meanwhile), then
+        the drain. A second signal, or no workers yet, stops at once."""
+        delay = self.cfg.shutdown_delay_seconds
+        if self._closing_until is None and delay > 0 and self.writer.generation:
+            self._closing_until = time.monotonic() + delay
+            self.supervisor.closing()
+            log.info("shutting down: /readyz fails, listeners stay open meanwhile", extra={"fields": {
+                "delay_s": delay, "then_drain_s": self.cfg.drain_seconds}})
+        else:
+            self._stop.set()
         self._wake.set()
 
     def _request_reload(self) -> None:
@@ -319,6 +333,8 @@ class Runner:
     # --- what the admin server shows --------------------------------------------------
 
     def ready(self) -> tuple[bool, str]:
+        if self._closing_until is not None:
+            return False, "shutting down"
         if self.kubernetes and not self.source.synced:
             return False, self.source.waiting()
         if self.writer.generation == 0:

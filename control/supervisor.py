@@ -59,6 +59,7 @@ class Supervisor:
         self.writer = writer
         self.workers = {i: WorkerProc(i) for i in range(cfg.worker_count)}
         self.stopping = False
+        self.shutting_down = False  # SIGTERM came: workers answer with Connection: close
         self.fatal: str | None = None  # set when the gateway must stop
         # Restarts by reason (fluxgate_worker_restarts_total{reason}): crashed
         # (non-zero exit), signal (killed from outside), exited (code 0 unasked),
@@ -70,6 +71,12 @@ class Supervisor:
     def start_all(self) -> None:
         for w in self.workers.values():
             self._spawn(w)
+
+    def closing(self) -> None:
+        """The pod shuts down: every worker, and any started from now on, answers
+        with ``Connection: close``."""
+        self.shutting_down = True
+        self.notify(b"c")
 
     def _spawn(self, w: WorkerProc) -> None:
         self.writer.reset_worker(w.index, 0)
@@ -92,18 +99,21 @@ class Supervisor:
             os.close(r)
         os.set_blocking(wfd, False)
         w.notify = wfd
+        if self.shutting_down:
+            os.write(wfd, b"c")
         w.started = time.monotonic()
         w.stopping = False
         log.info("worker started", extra={"fields": {"worker": w.index, "pid": w.proc.pid}})
 
     # --- telling workers ----------------------------------------------------------
 
-    def notify(self) -> None:
-        """Wake every worker: a new generation is in the ring."""
+    def notify(self, what: bytes = b"!") -> None:
+        """Wake every worker: a new generation is in the ring (``!``), or the
+        pod shuts down (``c``: dataplane/worker.py)."""
         for w in self.workers.values():
             if w.notify >= 0:
                 try:
-                    os.write(w.notify, b"!")
+                    os.write(w.notify, what)
                 except BlockingIOError:
                     pass  # the pipe is full of wake-ups already: one is enough
                 except OSError:

@@ -73,7 +73,7 @@ class Downstream:
     def closing_after_response(self) -> bool:
         # After a refusal, the responses before it keep the connection open
         # until the refusal's own answer (queued behind them) closes it.
-        return self.worker.draining or (self._refused and not self.queue)
+        return self.worker.closing or (self._refused and not self.queue)
 
     def exchange_done(self, ex) -> None:
         """``ex`` was read to its end and answered: close, or start the next one."""

@@ -216,7 +216,7 @@ class HttpProtocol(Downstream):
         self.url, self.headers = b"", []  # the request state is reset here, once
         self._in_head = False
         try:
-            req = self.reader.read(self.parser, url, headers, self._head_seen, worker.draining or self._refused)
+            req = self.reader.read(self.parser, url, headers, self._head_seen, worker.closing or self._refused)
             if req.has_body:
                 self._body_seen = 0
                 limit = self.limits.request_timeout
@@ -256,7 +256,7 @@ class HttpProtocol(Downstream):
         table generation; False: parse it as usual."""
         worker = self.worker
         router = worker.router
-        if router is None or router.generation != self._seen_gen or worker.draining or self._overloaded:
+        if router is None or router.generation != self._seen_gen or worker.closing or self._overloaded:
             self._seen = None
             return False
         worker.requests += 1

@@ -8,7 +8,9 @@ one generation. A tick every ``heartbeat_interval`` also polls the ring (in
 case a byte was lost), heart-beats, and sweeps idle upstream connections.
 Client connections keep their own deadlines (deadline.py: one timer each).
 
-The pipe doubles as a lifeline: EOF on it means the control process is gone,
+A ``c`` on the pipe says the pod shuts down: from then on every response
+carries ``Connection: close`` (the worker keeps accepting until its own
+SIGTERM). The pipe doubles as a lifeline: EOF on it means the control process is gone,
 and an orphaned worker drains and exits instead of serving a stale table
 forever.
 
@@ -51,6 +53,7 @@ EXIT_OK = 0
 EXIT_BOOT = 3
 EXIT_ORPHAN = 4
 GC_THRESHOLD = 20000
+CLOSING = b"c"  # on the notify pipe: the pod shuts down (``closing``); any other byte: a new table
 
 
 class Worker:
@@ -70,7 +73,11 @@ class Worker:
         self.listeners = Listeners(self)
         self.connections: set = set()
         self.requests = 0
-        self.draining = False
+        self.draining = False  # stopped accepting (SIGTERM)
+        # Every response says "Connection: close" (the pod is going away:
+        # clients must not send another request on this connection). Set at
+        # the control process's SIGTERM, before the workers' own.
+        self.closing = False
         self.exit_code = EXIT_OK
         self._refreshing = False
         self._done = self.loop.create_future()
@@ -119,6 +126,9 @@ class Worker:
             self.exit_code = EXIT_ORPHAN
             self.drain()
             return
+        if CLOSING in data and not self.closing:
+            self.closing = True
+            log.info("shutting down: every response closes its connection")
         self.refresh()
 
     # --- housekeeping -------------------------------------------------------------
@@ -140,7 +150,7 @@ class Worker:
         """Stop accepting, finish in-flight requests, stop within the deadline."""
         if self.draining:
             return
-        self.draining = True
+        self.draining = self.closing = True
         self.listeners.close()
         for conn in list(self.connections):
             conn.close_if_idle()

@@ -144,7 +144,8 @@ def run(args, workdir: Path) -> int:
     if not args.selftest:
         # nginx runs with access_log off: so does FluxGate unless --env says otherwise.
         fg = h.Fluxgate(workdir, 1, up_port, args.fluxgate, tag="perf-bench",
-                        env={"FLUXGATE_ACCESS_LOG": "off", **_env(args.env, workdir)})
+                        env={"FLUXGATE_ACCESS_LOG": "off", "FLUXGATE_SHUTDOWN_DELAY_SECONDS": "0",
+                             **_env(args.env, workdir)})
         cfg = fg.start()
         fg_info = {"command": fg.argv, "generation": cfg.get("generation"), "workers": cfg.get("workers")}
         # The fluxgate tree after a run is re-listed from /proc plus the pids

@@ -73,11 +73,16 @@ class FakeWorker:
         self.connections = set()
         self.requests = 0
         self.draining = False
+        self.shutting_down = False
         self.settings = WorkerSettings(shard="t", index=0)
         self.router = Router(table)
         self.outbox = Outbox(self.loop)
         self.meter = Meter(metrics.Segment(None, 1, create=False).region(0))
         self.access_log = None
+
+    @property
+    def closing(self) -> bool:  # as dataplane/worker.py: draining, or the pod shutting down
+        return self.draining or self.shutting_down
 
 
 @pytest.fixture

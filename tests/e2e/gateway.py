@@ -164,6 +164,7 @@ class Gateway:
             "FLUXGATE_LOG_FORMAT": "text",
             "FLUXGATE_WATCH_INTERVAL": "0.05",
             "FLUXGATE_HOLDOFF_MS": "20",
+            "FLUXGATE_SHUTDOWN_DELAY_SECONDS": "0",  # stop at once (tests of the delay set it)
             **env,
         })
         self.proc: subprocess.Popen | None = None
