@@ -4,9 +4,11 @@ from dataplane.flow cimport FlowControl
 from dataplane.outbox cimport Outbox
 from dataplane.limits cimport Limits
 from dataplane.upstream.pool cimport Pool
+from dataplane.metrics cimport Meter
 
 cdef class Downstream:
-    cdef public object worker, loop, settings, transport, active, queue, current, tunnel, _early, meter, access_log
+    cdef public object worker, loop, settings, transport, active, queue, current, tunnel, _early, access_log
+    cdef public Meter meter
     cdef public double request_started, request_t0
     cdef public Outbox outbox
     cdef public Limits limits
