@@ -12,7 +12,7 @@ cdef class Exchange:
     cdef public double t0, sent_at, upstream_s
     cdef public int status
     cdef public object source, gateway, rid
-    cpdef _ended(self, int new)
+    cpdef _ended(self)
     cpdef _move(self, int new)
     cpdef start(self)
     cpdef _attach(self, conn)

@@ -185,10 +185,10 @@ class Exchange:
         if not _ALLOWED[self.state] >> new & 1:
             raise ExchangeStateError(f"exchange cannot go from {State(self.state).name} to {State(new).name}")
         if _OVER >> new & 1 and not _OVER >> self.state & 1:
-            self._ended(new)  # once per exchange: the first move to DONE or ABANDONED
+            self._ended()  # once per exchange: the first move to DONE or ABANDONED
         self.state = new
 
-    def _ended(self, new: int) -> None:
+    def _ended(self) -> None:
         """Counted (the meter) as the client got it: a client gone before any
         response counts as 499 (nginx's "client closed request")."""
         proto = self.proto
