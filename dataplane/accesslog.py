@@ -59,7 +59,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 class AccessLog:
-    __slots__ = ("fd", "query", "sample", "batch", "pending", "dropped", "_loop", "_queue", "_thread",
+    __slots__ = ("fd", "query", "sample", "batch", "pending", "_loop", "_queue", "_thread",
                  "_lock", "_second", "_stamp", "_meter", "_routes", "_upstreams")
 
     def __init__(self, fd: int, loop, meter, *, query: bool = False, sample_2xx: float = 1.0) -> None:
@@ -68,7 +68,6 @@ class AccessLog:
         self.sample = sample_2xx
         self.batch: list[bytes] = []
         self.pending = 0  # lines in batches the writer has not written yet
-        self.dropped = 0
         self._loop = loop
         self._meter = meter
         self._lock = threading.Lock()
@@ -146,8 +145,7 @@ class AccessLog:
         self.batch = []
         with self._lock:
             if self.pending + len(batch) > MAX_PENDING:
-                self.dropped += len(batch)
-                self._meter.access_log_dropped(len(batch))
+                self._meter.access_log_dropped(len(batch))  # fluxgate_access_log_dropped_total
                 return
             self.pending += len(batch)
         self._queue.put(batch)
