@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import importlib.util
 import ipaddress
 import math
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -60,6 +62,36 @@ def _access_log(raw: str) -> str:
     if not os.path.isdir(parent):
         raise ValueError(f"directory {parent} does not exist")
     return raw
+
+
+def _otlp_endpoint(raw: str) -> str:
+    """"" (tracing off) or the full OTLP/HTTP traces URL."""
+    raw = raw.strip()
+    if not raw:
+        return ""
+    url = urllib.parse.urlsplit(raw)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError("expected an http:// or https:// URL of an OTLP/HTTP collector, e.g."
+                         " http://otel-collector:4318")
+    url.port  # noqa: B018  (raises ValueError for a bad port)
+    if url.query or url.fragment:
+        raise ValueError("expected a URL without a query or fragment")
+    return raw.rstrip("/") + "/v1/traces" if url.path in ("", "/") else raw
+
+
+def _otel_missing() -> str:
+    """What tracing needs and is not installed, as "X is" or "X and Y are" ("" when all is there)."""
+    missing = []
+    for module, package in (("opentelemetry.sdk.trace", "opentelemetry-sdk"),
+                            ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                             "opentelemetry-exporter-otlp-proto-http")):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:  # a parent package is missing
+            found = False
+        if not found:
+            missing.append(package)
+    return " and ".join(missing) + (" are" if len(missing) > 1 else " is") if missing else ""
 
 
 def _setting(default, kind, help, low=None, high=None, choices=()):
@@ -212,7 +244,7 @@ class Config:
                                            " accepted Ingresses' status.loadBalancer (default: Ingress"
                                            " status is left alone)")
     shard: str = _setting("", _shard, "shard name; names the shared memory (default: derived from --config)")
-    workers: int = _setting(0, int, "worker processes (0: one per CPU)", 0, ring.MAX_WORKERS)
+    workers: int = _setting(0, int, "worker processes (0: one per CPU)", 0, ring.MAX_WORKERS // 2)
     bind_address: str = _setting("0.0.0.0", _address, "address listeners bind unless a Gateway names one")
     admin_address: str = _setting("0.0.0.0", _address, "address of the admin server")
     admin_port: int = _setting(9090, int, "admin server port (/metrics, /healthz, /readyz, /debug)", 1, 65535)
@@ -224,6 +256,8 @@ class Config:
         0, 3600)
     heartbeat_timeout: float = _setting(10.0, float, "a worker silent this long is hung and killed (s)", 1, 600)
     worker_start_timeout: float = _setting(30.0, float, "a new worker must serve a table within (s)", 1, 600)
+    drift_seconds: float = _setting(
+        10.0, float, "a worker serving another table than the published one this long is recycled (s)", 0.5, 3600)
     ring_slots: int = _setting(4, int, "table slots in shared memory", 3, ring.MAX_SLOTS)
     watch_interval: float = _setting(0.25, float, "file mode: how often to check the config for edits (s)", 0.01, 60)
     holdoff_ms: int = _setting(100, int, "after a change, wait this long for more before publishing", 0, 5000)
@@ -270,6 +304,18 @@ class Config:
                                             " statuses always are)", 0, 1)
     debug_token: str = _setting("", str, "bearer token for /debug/* from addresses other than loopback"
                                 " (empty: /debug/* answers loopback only)")
+    # --- tracing (issue 12): OpenTelemetry, the fluxgate[otel] extra ---
+    otlp_endpoint: str = _setting("", _otlp_endpoint, "OpenTelemetry tracing: the OTLP/HTTP collector, e.g."
+                                  " http://otel-collector:4318 (/v1/traces is added to a URL without a path);"
+                                  " empty: tracing off (traceparent and tracestate still pass to the upstream)")
+    otlp_timeout: float = _setting(10.0, float, "tracing: the longest one export of spans may take, retries"
+                                   " included (s)", 0.1, 300)
+    trace_sampling: float = _setting(0.01, float, "tracing: the share of new traces sampled (0-1); a request"
+                                     " with a valid traceparent follows its sampled flag", 0, 1)
+    trace_queue_size: int = _setting(2048, int, "tracing: spans per worker waiting for export; beyond, spans"
+                                     " are dropped (counted)", 1, 1 << 20)
+    trace_service_name: str = _setting("", str, "tracing: the resource's service.name (default:"
+                                       " OTEL_SERVICE_NAME, else fluxgate)")
 
     @classmethod
     def load(
@@ -334,6 +380,11 @@ class Config:
                               else ("FLUXGATE_WEBHOOK_KEY", "FLUXGATE_WEBHOOK_CERT"))
             raise ConfigError(f"{given} is set but {missing} is not: the webhook needs both "
                               "(or neither: no webhook)")
+        if self.otlp_endpoint:
+            missing = _otel_missing()
+            if missing:
+                raise ConfigError(f"FLUXGATE_OTLP_ENDPOINT is set but {missing} not installed: install"
+                                  " the otel extra (pip install 'fluxgate[otel]'), or unset it to trace nothing")
         if self.holdoff_max_ms < self.holdoff_ms:
             raise ConfigError(
                 f"FLUXGATE_HOLDOFF_MAX_MS ({self.holdoff_max_ms}) must be at least "
@@ -378,6 +429,11 @@ class Config:
         return self.workers or (os.cpu_count() or 1)
 
     @property
+    def seat_count(self) -> int:
+        """Ring entries and metrics regions: two per worker slot (control/supervisor.py)."""
+        return 2 * self.worker_count
+
+    @property
     def shard_name(self) -> str:
         """FLUXGATE_SHARD, or a stable name derived from the config path (file mode)
         or from what is watched (Kubernetes mode)."""
@@ -397,7 +453,7 @@ class Config:
         values.update(
             shard=self.shard_name,
             index=index,
-            worker_count=self.worker_count,
+            seats=self.seat_count,
             heartbeat_interval=min(1.0, self.heartbeat_timeout / 4),
             max_connections_per_worker=min(self.max_connections_per_worker, per_worker or 1 << 30),
         )

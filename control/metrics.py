@@ -35,10 +35,12 @@ FAMILIES = (
     "fluxgate_upstream_connection_errors", "fluxgate_downstream_connections_active",
     "fluxgate_downstream_connections", "fluxgate_downstream_received_bytes",
     "fluxgate_downstream_sent_bytes", "fluxgate_metrics_overflow", "fluxgate_access_log_dropped",
+    "fluxgate_trace_spans_exported", "fluxgate_trace_spans_dropped",
     "fluxgate_table_generation", "fluxgate_table_publishes", "fluxgate_table_bytes",
     "fluxgate_table_age_seconds", "fluxgate_config_errors", "fluxgate_workers",
     "fluxgate_worker_restarts", "fluxgate_worker_requests", "fluxgate_rebuild_seconds",
     "fluxgate_kubernetes_synced", "fluxgate_routes_held_for_endpoints",
+    "fluxgate_drift_recycles", "fluxgate_table_integrity_errors", "fluxgate_listeners_unbound",
 )
 
 
@@ -107,10 +109,27 @@ def worker_families(segment: m.Segment):
     slots = CounterMetricFamily("fluxgate_worker_requests",
                                 "Requests answered by the workers of each slot (a replacement adds to its slot's)",
                                 labels=["worker"])
-    for index, n in enumerate(per_slot):
-        slots.add_metric([str(index)], n)
+    # One region per seat; slot k's seats are k and k + slots (control/supervisor.py).
+    nslots = max(1, len(per_slot) // 2)
+    for index in range(nslots):
+        slots.add_metric([str(index)], sum(per_slot[index::nslots]))
     yield from (requests, duration, req_size, resp_size, upstream, retries, errors,
                 active, conns, bytes_in, bytes_out, overflow, dropped, slots)
+    yield from trace_families(records.get((m.TRACE, ()), [0] * m.WIDTH[m.TRACE]))
+
+
+def trace_families(counts: list[int]):
+    """The tracer's counters (shm/metrics.py TRACE), summed over every worker's region."""
+    exported = CounterMetricFamily("fluxgate_trace_spans_exported",
+                                   "Spans the OTLP collector accepted (FLUXGATE_OTLP_ENDPOINT)")
+    exported.add_metric([], counts[m.EXPORTED])
+    dropped = CounterMetricFamily(
+        "fluxgate_trace_spans_dropped",
+        "Sampled spans never exported: the export queue was full (queue_full), or the collector"
+        " refused, was unreachable or too slow (export_failed)", labels=["reason"])
+    dropped.add_metric(["queue_full"], counts[m.QUEUE_FULL])
+    dropped.add_metric(["export_failed"], counts[m.EXPORT_FAILED])
+    yield from (exported, dropped)
 
 
 def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -161,6 +180,14 @@ class RunnerCollector:
         for reason, n in sorted(s.supervisor.restart_reasons.items()):
             c.add_metric([reason], n)
         yield c
+        yield counter("fluxgate_drift_recycles",
+                      "Workers recycled because they served another table than the published one",
+                      s.supervisor.drift_recycles)
+        yield counter("fluxgate_table_integrity_errors",
+                      "Damaged table bytes the workers found in shared memory (each republished)",
+                      s.integrity_errors)
+        yield gauge("fluxgate_listeners_unbound", "Listeners of the table that cannot be bound (see the log)",
+                    len(s.sockets.failed))
         yield from worker_families(s.metrics)
         if getattr(s, "kubernetes", False):
             yield gauge("fluxgate_kubernetes_synced", "1 once every watch has listed (the first table waits for it)",

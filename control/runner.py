@@ -48,6 +48,7 @@ from control.holdoff import Holdoff
 from control.pipeline import Build, Pipeline, tune_process
 from control.publish import Publisher
 from control.sources.files import FileSource
+from control.sockets import Sockets
 from control.supervisor import Supervisor
 from control.warming import Warming
 from shm import codec, metrics
@@ -85,13 +86,17 @@ class Runner:
             cfg.shard_name, slots=cfg.ring_slots, schema=SCHEMA_VERSION,
             hung_after=cfg.heartbeat_timeout,
         )
-        try:  # workers' counters (shm/metrics.py): one region per worker slot
-            self.metrics = metrics.Segment(cfg.shard_name, cfg.worker_count, create=True)
+        try:  # workers' counters (shm/metrics.py): one region per seat (two per worker slot)
+            self.metrics = metrics.Segment(cfg.shard_name, cfg.seat_count, create=True)
         except BaseException:
             self.writer.close(unlink=True)
             raise
         self.publisher = Publisher(self.writer)
-        self.supervisor = Supervisor(cfg, self.writer)
+        # The listening sockets: bound here, handed to the workers (sockets.py says why).
+        self.sockets = Sockets(cfg.worker_count, cfg.bind_address)
+        self._listeners: tuple = ()  # (name, address, port) of the published table
+        self.supervisor = Supervisor(cfg, self.writer, self.sockets, self.metrics)
+        self.integrity_errors = 0  # damaged table bytes the workers found (republished each time)
         self.admin = Admin(self, cfg.admin_address, cfg.admin_port, debug_token=cfg.debug_token)
         # From the first change the loop saw to the workers being told (hold-off,
         # warming and the rebuild itself): what an operator tunes the hold-off by.
@@ -112,6 +117,7 @@ class Runner:
             finish=self._compile, hold=self._hold_cold_routes if cfg.kubernetes else None,
             on_built=self._publish, on_reset=self._reset, on_idle=lambda: self._wake.set())
         self._reload = False
+        self._child = False  # SIGCHLD came: tick now
         self._stop = asyncio.Event()
         self._closing_until: float | None = None  # SIGTERM came: stop at this time (shutdown delay)
         self._wake = asyncio.Event()  # set by the source (any thread, via the loop) and by stop
@@ -129,6 +135,10 @@ class Runner:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        # A worker died (its pidfd is readable): reap and replace it now, not at
+        # the next tick. (uvloop keeps SIGCHLD for itself.)
+        self.supervisor.watch = lambda fd, on: (
+            loop.add_reader(fd, self._child_exited) if on else loop.remove_reader(fd))
         try:
             # Admin first, so /readyz can say what the first table waits for.
             if not await self._start_admin():
@@ -215,8 +225,11 @@ class Runner:
             due = pipeline.due()
             if due is not None and now >= due:
                 pipeline.start()
-            if now >= next_tick:
-                next_tick = now + TICK
+            if now >= next_tick or self._child:
+                next_tick, self._child = now + TICK, False
+                self._check_integrity()
+                if self.sockets.failed:
+                    self._sync_sockets(self._listeners)
                 self.supervisor.tick()
                 if self.supervisor.fatal:
                     log.error("stopping: " + self.supervisor.fatal)
@@ -263,6 +276,29 @@ class Runner:
             self._stop.set()
         self._wake.set()
 
+    def _child_exited(self) -> None:
+        self._child = True
+        self._wake.set()
+
+    def _sync_sockets(self, listeners: tuple) -> None:
+        """Bind what the table to be published listens on, before the workers are told."""
+        self._listeners = listeners
+        if self.sockets.sync(listeners):
+            self.supervisor.sockets_changed()
+
+    def _check_integrity(self) -> None:
+        """A worker found bytes of the table damaged in shared memory (it serves
+        503 for them): publish the same table again, from this process's own
+        copy (the pipeline's memo and the encoder's blobs, never from shm)."""
+        found = self.supervisor.integrity_reports()
+        if not found:
+            return
+        self.integrity_errors += found
+        log.error("table integrity: a worker found damaged table bytes; publishing the table again",
+                  extra={"fields": {"generation": self.writer.generation, "reports": found,
+                                    "total": self.integrity_errors}})
+        self.pipeline.retry(time.monotonic())
+
     def _request_reload(self) -> None:
         self._reload = True
         self._wake.set()
@@ -276,7 +312,8 @@ class Runner:
         table = compile_table(translation.ir, source="kubernetes" if self.kubernetes else self.cfg.config,
                               memo=self.compile_memo)
         t1 = time.perf_counter()
-        out = {"compile_ms": round((t1 - t0) * 1000, 1)}
+        out = {"compile_ms": round((t1 - t0) * 1000, 1),
+               "listeners": tuple((lst.name, lst.address, lst.port) for lst in table.listeners)}
         try:
             out["encoded"] = encoded = self.publisher.prepare(table)
         except RingBusy as exc:  # retried by _publish, like a busy write
@@ -289,6 +326,8 @@ class Runner:
         """Loop: make the built table current and tell the workers; False if
         the ring is busy (the pipeline builds and publishes again shortly)."""
         t0 = time.perf_counter()
+        # The sockets go before the table that needs them (a worker may see it by polling).
+        self._sync_sockets(build.output["listeners"])
         try:
             busy = build.output.get("busy")
             if busy is not None:

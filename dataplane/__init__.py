@@ -22,7 +22,7 @@ NATIVE = (
     "dataplane.limits", "dataplane.deadline", "dataplane.flow", "dataplane.outbox",
     "dataplane.downstream", "dataplane.request", "dataplane.dispatch", "dataplane.exchange",
     "dataplane.protocol", "dataplane.upstream.connection", "dataplane.upstream.pool", "dataplane.metrics",
-    "dataplane.accesslog",
+    "dataplane.accesslog", "dataplane.tracing",
 )
 _OFF = ("0", "false", "no", "off")
 

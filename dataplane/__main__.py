@@ -1,4 +1,4 @@
-"""Worker entry point: ``python -m dataplane --settings JSON --notify-fd N``.
+"""Worker entry point: ``python -m dataplane --settings JSON --channel-fd N``.
 
 Started by the control process's supervisor, never by hand. Exit codes tell
 the supervisor what happened (see ``dataplane.worker``).

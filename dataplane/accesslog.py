@@ -11,8 +11,9 @@ Fields: time (UTC, ms), request_id, client_ip, method, path (without the query
 unless FLUXGATE_ACCESS_LOG_QUERY=true: queries carry tokens), status, bytes
 (sent to the client), request_bytes (body received), duration_ms (from the
 head's first byte), upstream (address:port, "" when the gateway answered),
-upstream_ms, route (namespace/name), gateway, user_agent, trace_id (from a
-W3C traceparent, "" without one). 2xx answers are sampled at
+upstream_ms, route (namespace/name), gateway, user_agent, trace_id (of the
+W3C traceparent sent upstream: the client's, or while tracing is on the
+tracer's, dataplane/tracing.py; "" without one). 2xx answers are sampled at
 FLUXGATE_ACCESS_LOG_SAMPLE_2XX; every other status is logged.
 """
 
@@ -35,6 +36,10 @@ MAX_PENDING = 100_000  # lines handed to the writer and not yet written
 # (each wake-up is a GIL hand-over, measured at about 1 µs a request).
 FLUSH_SECONDS = 0.05
 MAX_BATCH = 4096
+# ".000Z" … ".999Z": a line's milliseconds without formatting (the second's
+# part is formatted once a second). Formatting and round() were a third of a
+# line's cost.
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 class Line(msgspec.Struct):
@@ -122,11 +127,12 @@ class AccessLog:
                 self._routes.clear()
             route = self._routes[source] = route_label(source)
         line = Line(  # positional: the field order of Line
-            f"{self._stamp}.{int((t - second) * 1000):03d}Z",
+            self._stamp + _MILLIS[int((t - second) * 1000) % 1000],
             ex.rid.decode("latin-1") if ex.rid else "",
             client.decode("latin-1"), method.decode("latin-1"), target.decode("latin-1"),
-            status, ex.resp_bytes, ex.req_bytes, round(seconds * 1000, 3), upstream,
-            round(ex.upstream_s * 1000, 3), route, ex.gateway, ua.decode("latin-1"),
+            # Milliseconds to the microsecond (truncated: 4x cheaper than round()).
+            status, ex.resp_bytes, ex.req_bytes, int(seconds * 1e6) / 1000, upstream,
+            int(ex.upstream_s * 1e6) / 1000, route, ex.gateway, ua.decode("latin-1"),
             trace[3:35].decode("latin-1") if len(trace) >= 55 else "",
         )
         batch = self.batch

@@ -8,7 +8,8 @@ decisions is the gateway's behaviour, so it is written once.
    for the table generation it came from (the generation, not the Router:
    holding the Router would keep the old ring slot referenced after the
    worker unpinned it).
-2. The route entry (precedence order; no match is 404).
+2. The route entry (precedence order; no match is 404; a damaged virtual
+   host, router.py, is 503).
 3. The rule's filter chain (dataplane/filters/chain.py): it may answer (a
    redirect, a CORS preflight).
 4. The backend by weight (none resolved is 500), its own chain, an endpoint
@@ -54,7 +55,10 @@ class Dispatcher:
             ex.gateway = router.gateway(proto.listener) if router is not None else ""
             return ex
         cand = vh.match(req.method, req.path, req.headers, req.query)
-        ex = self._exchange(proto, req, cand) if cand is not None else local(proto, req, 404, req.keep_local)
+        if cand is not None:
+            ex = self._exchange(proto, req, cand)
+        else:  # no route; or a virtual host whose bytes were damaged (router.py): 503
+            ex = local(proto, req, 503 if vh.damaged else 404, req.keep_local)
         ex.gateway = vh.gateway  # labels for the meter and the access log
         if cand is not None:
             ex.source = cand.source

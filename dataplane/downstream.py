@@ -152,6 +152,16 @@ class Downstream:
         if not self._closed and self.active is not None:
             self.active.deadline_passed(kind)
 
+    def close_if_between_requests(self) -> bool:
+        """Drain: close a kept-alive connection that waits for its next request.
+        A new connection that has not sent its first request yet is left open:
+        its client is sending one (the kernel may hold it unread), and closing
+        would lose it; it is answered with ``Connection: close``, or its head
+        deadline or the drain deadline ends it."""
+        if self._waiting == IDLE:
+            return self.close_if_idle()
+        return False
+
     def close_if_idle(self) -> bool:
         if self.active is None and not self._closed:
             self._close()

@@ -190,7 +190,8 @@ class Exchange:
 
     def _ended(self) -> None:
         """Counted (the meter) as the client got it: a client gone before any
-        response counts as 499 (nginx's "client closed request")."""
+        response counts as 499 (nginx's "client closed request"). Logged (the
+        access log) and, when sampled, its span recorded (the tracer)."""
         proto = self.proto
         status = self.status if self.status else 499
         req = self.req
@@ -199,6 +200,8 @@ class Exchange:
                             status, seconds, self.req_bytes, self.resp_bytes)
         if proto.access_log is not None:
             proto.access_log.record(self, status, seconds)
+        if req is not None and req.sampled:  # tracing on and this one sampled (dataplane/tracing.py)
+            proto.worker.tracer.finish(self, seconds)
 
     @property
     def started(self) -> bool:
@@ -418,18 +421,20 @@ class Exchange:
         conn.close()
         if _OVER >> self.state & 1:
             return
-        self.proto.meter.upstream_error(self.source, self.cluster.name, "reset")
         if self.state == RESPONDING:
+            self.proto.meter.upstream_error(self.source, self.cluster.name, "reset")
             log.warning("upstream failed mid-response", extra={"fields": {
                 "cluster": self.cluster.name, "error": reason}})
             self._cut()
             return
         self.attempts += 1
         # A pooled connection may have been closed by the upstream just as we
-        # sent on it: replay a body-less request once more on a fresh one.
+        # sent on it: replay a body-less request once more on a fresh one. That
+        # is the keep-alive race, not an upstream error: not counted.
         if self.replayable and self.attempts < MAX_ATTEMPTS and conn.uses > 1:
             self._open()
             return
+        self.proto.meter.upstream_error(self.source, self.cluster.name, "reset")
         r = self.retry
         if r is not None and (r.reset or 502 in r.codes) and self.may_retry():
             self._retry(reason)

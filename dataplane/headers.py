@@ -45,12 +45,16 @@ def nominated(value: bytes) -> set[bytes]:
 # asks one dict instead of lower-casing and testing each name. The caches are
 # bounded: a client inventing names cannot grow them without limit.
 
-# UA and TRACEPARENT pass upstream too; the access log and tracing read them.
-PASS, HOST, XFF, TE, CONNECTION, LENGTH, DROP, EXPECT, UNDERSCORE, UPGRADE, RID, UA, TRACEPARENT = range(13)
+# UA and TRACESTATE pass upstream too; the access log and tracing read them.
+# TRACEPARENT passes unchanged while tracing is off; on, the tracer sends its
+# own (dataplane/tracing.py).
+(PASS, HOST, XFF, TE, CONNECTION, LENGTH, DROP, EXPECT, UNDERSCORE, UPGRADE, RID, UA, TRACEPARENT,
+ TRACESTATE) = range(14)
 _REQUEST_CODES = {
     b"host": HOST, b"x-forwarded-for": XFF, b"transfer-encoding": TE,
     b"connection": CONNECTION, b"content-length": LENGTH, b"expect": EXPECT,
     b"upgrade": UPGRADE, b"x-request-id": RID, b"user-agent": UA, b"traceparent": TRACEPARENT,
+    b"tracestate": TRACESTATE,
 }
 _CACHE_LIMIT = 4096
 request_class: dict[bytes, int] = {}

@@ -35,7 +35,7 @@ def route_label(source: str) -> str:
 
 
 class Meter:
-    __slots__ = ("region", "words", "_records", "_keys", "_conn")
+    __slots__ = ("region", "words", "_records", "_keys", "_conn", "_trace")
 
     def __init__(self, region: m.Region) -> None:
         self.region = region
@@ -45,6 +45,7 @@ class Meter:
             self._record(kind, m.overflow_labels(kind))
         self._conn = self._record(m.CONNECTIONS, ())
         self.words[self._conn + _ACTIVE] = 0  # a predecessor's connections died with it
+        self._trace = self._record(m.TRACE, ())  # the tracer's counters
         self._keys: dict[tuple, int] = {}  # a request-side key → first value word
 
     def _record(self, kind: int, labels: tuple[str, ...]) -> int:
@@ -129,3 +130,14 @@ class Meter:
 
     def access_log_dropped(self, n: int) -> None:
         self.words[self._conn + _LOG_DROPPED] += n
+
+    # --- the tracer (dataplane/tracing.py) ----------------------------------------------
+    # Each word has one writer thread: the loop drops spans for a full queue,
+    # the export thread counts what it exported or failed to.
+
+    def spans_exported(self, n: int) -> None:
+        self.words[self._trace + m.EXPORTED] += n
+
+    def spans_dropped(self, n: int, failed: bool) -> None:
+        """``n`` spans lost: their export failed (the export thread), or the queue was full (the loop)."""
+        self.words[self._trace + (m.EXPORT_FAILED if failed else m.QUEUE_FULL)] += n

@@ -77,7 +77,7 @@ class HttpProtocol(Downstream):
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self.reader = HeadReader(self.limits, peer[0].encode() if peer else b"", self.scheme,
-                                 local[1] if local else 0)
+                                 local[1] if local else 0, self.worker.tracer)
         self.dispatcher = Dispatcher(self.worker, self.reader)
         self.flow = FlowControl(transport)
         worker = self.worker

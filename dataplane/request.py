@@ -23,7 +23,9 @@ disagrees with an absolute-form one (400), a path that cannot be normalised
 Forwarding rules: hop-by-hop headers (and what Connection names) are
 dropped, Host, framing and X-Forwarded-* are set by the proxy
 (``dataplane/headers.py`` classifies names); everything else goes upstream
-as it came, in order. The path goes upstream in its normal form.
+as it came, in order. The path goes upstream in its normal form. While
+tracing is on, the client's ``traceparent`` is replaced by the tracer's
+(dataplane/tracing.py); ``tracestate`` always passes as it came.
 
 Per-connection state lives in the ``HeadReader``: what keep-alive clients
 repeat (the last path found normal, the last valid Host, the X-Forwarded-*
@@ -41,13 +43,14 @@ from common.path import is_normal as _normal_path
 from common.path import normalize as normalize_path
 from dataplane import headers as hdr
 from dataplane import requestid, responses
-from dataplane.headers import (CONNECTION, EXPECT, HOST, LENGTH, PASS, RID, TE, TRACEPARENT, UA, UNDERSCORE,
-                               UPGRADE, XFF, nominated)
+from dataplane.headers import (CONNECTION, EXPECT, HOST, LENGTH, PASS, RID, TE, TRACEPARENT, TRACESTATE, UA,
+                               UNDERSCORE, UPGRADE, XFF, nominated)
 
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 # A Host header value: reg-name (as DNS and IP addresses use it) or an IP
 # literal, and an optional port.
 _HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?$")
+_TWO_TRACEPARENTS = b"two traceparent headers"  # not one context: invalid (W3C trace context 3.2)
 
 
 class Refused(Exception):
@@ -70,13 +73,18 @@ class Request:
     go upstream ("Name: value\\r\\n" each). Filters may edit ``forward``,
     ``target`` and ``host_out``, and set ``prefix`` (the route's matched
     prefix, for rewrites and redirects) and ``mirrors``.
+
+    Trace context (dataplane/tracing.py): ``traceparent`` is the one the
+    upstream gets (the client's while tracing is off, the tracer's when on),
+    ``trace_in`` the client's, ``tracestate`` the client's (it always passes
+    unchanged), ``sampled`` whether this request's span is recorded.
     """
 
     __slots__ = (
         "method", "target", "path", "query", "host", "headers", "forward", "length", "chunked",
         "http10", "keep_alive", "keep_local", "head_only", "expect_continue", "upgrade", "xff",
         "has_body", "client", "scheme", "port", "prefix", "host_out", "mirrors", "answer",
-        "request_id", "rid_new", "user_agent", "traceparent",
+        "request_id", "rid_new", "user_agent", "traceparent", "trace_in", "tracestate", "sampled",
     )
 
     def __init__(self, method: bytes, target: bytes, path: bytes, query: bytes, host: bytes,
@@ -101,13 +109,14 @@ class Request:
 class HeadReader:
     """One client connection's request heads (see the module docstring)."""
 
-    __slots__ = ("limits", "client", "scheme", "port", "_normal_last", "_host_ok", "_fwd_host", "_fwd")
+    __slots__ = ("limits", "client", "scheme", "port", "tracer", "_normal_last", "_host_ok", "_fwd_host", "_fwd")
 
-    def __init__(self, limits, client: bytes, scheme: bytes, port: int) -> None:
+    def __init__(self, limits, client: bytes, scheme: bytes, port: int, tracer=None) -> None:
         self.limits = limits  # dataplane/limits.py
         self.client = client
         self.scheme = scheme
         self.port = port  # a redirect without a port keeps the listener's
+        self.tracer = tracer  # dataplane/tracing.py's Tracer, or None: tracing off
         self._normal_last = b"/"  # the last request path found already normal
         self._host_ok = None  # the last Host found valid
         self._fwd_host, self._fwd = None, b""  # the last Host's X-Forwarded-* lines
@@ -125,8 +134,9 @@ class HeadReader:
         http10 = version == "1.0"
         keep_alive = parser.should_keep_alive() and not closing
         host = xff = conn = length = expect = upgrade = rid = None
-        ua = trace = b""
+        ua = trace = state = b""
         chunked = False
+        tracer = self.tracer
         forward = []
         classes = hdr.request_class
         for name, value in headers:
@@ -161,8 +171,12 @@ class HeadReader:
                 forward.append(b"%s: %s\r\n" % (name, value))
                 ua = value
             elif code == TRACEPARENT:
+                if tracer is None:  # tracing off: it passes unchanged; on, the tracer sends its own
+                    forward.append(b"%s: %s\r\n" % (name, value))
+                trace = value if not trace else _TWO_TRACEPARENTS
+            elif code == TRACESTATE:
                 forward.append(b"%s: %s\r\n" % (name, value))
-                trace = value
+                state = value if not state else state + b"," + value  # W3C: one list over the lines
             elif code == RID:
                 if rid is None and requestid.valid(value):
                     rid = value  # the first valid one; the others are not sent on
@@ -241,7 +255,12 @@ class HeadReader:
         req.xff = xff
         req.has_body = has_body  # False: safe to send again on a fresh connection
         req.answer = answer
-        req.user_agent, req.traceparent = ua, trace
+        req.user_agent, req.trace_in, req.tracestate = ua, trace, state
+        if tracer is None:
+            req.traceparent, req.sampled = trace, False
+        else:  # this request's span: what the upstream gets; its flags say whether it is sampled
+            req.traceparent = trace = tracer.start(trace)
+            req.sampled = trace[54] == 49  # "1"
         req.rid_new = rid is None  # a repeat of these bytes (protocol._repeat) gets another
         req.request_id = requestid.new() if rid is None else rid
         return req
@@ -250,6 +269,9 @@ class HeadReader:
         """``req`` again, for a repeat of its bytes (protocol._repeat): another request, its own id."""
         if req.rid_new:
             req.request_id = requestid.new()
+        if self.tracer is not None:  # its own span (and, without a parent, its own trace)
+            req.traceparent = trace = self.tracer.start(req.trace_in)
+            req.sampled = trace[54] == 49
         return req
 
     def _unusual(self, version: str, method: bytes, url: bytes, headers: list, head_seen: int) -> None:
@@ -293,12 +315,14 @@ class HeadReader:
             if xff is None:
                 self._fwd_host, self._fwd = host, forwarded
         length = req.length
+        traced = self.tracer is not None  # the client's traceparent is in forward when not
         return b"".join((
             req.method, b" ", req.target, b" HTTP/1.1\r\nhost: ", req.host_out or host_rewrite or host, b"\r\n",
             *req.forward,
             b"transfer-encoding: chunked\r\n" if req.chunked
             else b"content-length: " + length + b"\r\n" if length is not None else b"",
-            forwarded, b"x-request-id: ", req.request_id, b"\r\n",
+            forwarded, b"traceparent: " if traced else b"", req.traceparent if traced else b"",
+            b"\r\n" if traced else b"", b"x-request-id: ", req.request_id, b"\r\n",
             b"connection: upgrade\r\nupgrade: websocket\r\n\r\n" if req.upgrade else b"\r\n",
         ))
 

@@ -19,19 +19,27 @@ generations. Per request the work is a few dict lookups:
 Invariant: nothing here keeps a reference into shared memory after the
 ``Router`` itself is dropped, except the ``BlobRef``s of this generation,
 which live exactly as long as the ``Router``.
+
+Integrity: a blob is decoded only if its bytes still have the CRC-32 its
+``BlobRef`` carries (the slot's checksum is verified once, when the worker
+takes the generation; this catches bytes damaged after that). A damaged
+virtual host answers 503 and a damaged cluster has no endpoints (503) for
+this generation only; neither is cached, and ``on_damage`` (the worker's:
+it tells the control process, which republishes) is called once per blob.
 """
 
 from __future__ import annotations
 
 import bisect
 import random
+import zlib
 from itertools import accumulate
 
 from common.match import HostIndex, PathIndex
 from dataplane.filters import chain
 from dataplane.upstream.balancer import ClusterState
 from shm import codec
-from shm.schema import Action, RetryPolicy, Table
+from shm.schema import Action, Cluster, RetryPolicy, Table
 
 
 class RetryPlan:
@@ -99,6 +107,7 @@ class VirtualHostRouter(PathIndex):
     """A virtual host for a worker: the shared PathIndex with compiled actions."""
 
     __slots__ = ("gateway",)
+    damaged = False  # see DamagedHost
 
     def __init__(self, vhost, router: "Router") -> None:
         actions = [router.compile_action(a) for a in vhost.actions]
@@ -106,10 +115,29 @@ class VirtualHostRouter(PathIndex):
         self.gateway = vhost.gateway  # the label of its requests (the table says whose socket it is)
 
 
+class DamagedHost:
+    """A virtual host whose bytes failed their checksum: every request is 503."""
+
+    __slots__ = ("gateway",)
+    damaged = True
+
+    def __init__(self, gateway: str) -> None:
+        self.gateway = gateway
+
+    def match(self, method, path, headers, query):
+        return None
+
+
+def _intact(ref) -> bool:
+    return zlib.crc32(ref.blob) == ref.digest
+
+
 class Router:
     """The routing view of one table generation."""
 
-    def __init__(self, table: Table, previous: "Router | None" = None) -> None:
+    def __init__(self, table: Table, previous: "Router | None" = None, on_damage=None) -> None:
+        self.on_damage = on_damage  # (kind, name): a blob failed its checksum
+        self._damaged: set[str] = set()
         self.generation = table.generation
         self.table = table
         self._vhost_refs = table.vhosts
@@ -124,6 +152,10 @@ class Router:
                 if ref is None:
                     continue  # gone: every vhost naming it changed, so is rebuilt
                 if ref.digest != digest:
+                    if not self._check(ref, "cluster"):
+                        state.update(Cluster(name))
+                        self._cluster_cache[name] = (-1, state)  # decoded anew next generation
+                        continue
                     state.update(codec.decode_cluster(ref.blob))
                 self._cluster_cache[name] = (ref.digest, state)
         digests = {r.name: r.digest for r in table.vhosts}
@@ -151,14 +183,25 @@ class Router:
             return None
         vh = self._decoded[i]
         if vh is None:
-            vh = self._decode_vhost(i)
+            vh = self._decode_vhost(i, listener)
         return vh
 
-    def _decode_vhost(self, i: int) -> VirtualHostRouter:
+    def _check(self, ref, kind: str) -> bool:
+        if _intact(ref):
+            return True
+        if ref.name not in self._damaged:
+            self._damaged.add(ref.name)
+            if self.on_damage is not None:
+                self.on_damage(kind, ref.name)
+        return False
+
+    def _decode_vhost(self, i: int, listener: str) -> VirtualHostRouter | DamagedHost:
         ref = self._vhost_refs[i]
         hit = self._vhost_cache.get(ref.name)
         if hit is not None and hit[0] == ref.digest:
             vh = hit[1]
+        elif not self._check(ref, "virtual host"):
+            vh = DamagedHost(self._gateways.get(listener, ""))
         else:
             vh = VirtualHostRouter(codec.decode_vhost(ref.blob), self)
             self._vhost_cache[ref.name] = (ref.digest, vh)
@@ -173,6 +216,10 @@ class Router:
         ref = self._cluster_refs.get(name)
         if ref is None:
             return None
+        if not self._check(ref, "cluster"):
+            state = ClusterState(Cluster(name))  # no endpoints: 503
+            self._cluster_cache[name] = (-1, state)  # decoded anew next generation
+            return state
         state = ClusterState(codec.decode_cluster(ref.blob))
         self._cluster_cache[name] = (ref.digest, state)
         return state

@@ -1,16 +1,20 @@
 """A worker process: subscribe to the ring, serve the table, drain on SIGTERM.
 
-Theory of operation: the supervisor writes a byte to this worker's notify
-pipe after every publish; the worker then checks the ring header (a cheap
+Theory of operation: the supervisor sends ``!`` on this worker's channel
+(common/channel.py) after every publish; the worker then checks the ring header (a cheap
 seqlock read), pins and verifies the new generation, builds a ``Router`` and
 swaps it in between two events of the loop, so a request is routed wholly by
 one generation. A tick every ``heartbeat_interval`` also polls the ring (in
 case a byte was lost), heart-beats, and sweeps idle upstream connections.
 Client connections keep their own deadlines (deadline.py: one timer each).
 
-A ``c`` on the pipe says the pod shuts down: from then on every response
+The listening sockets come over the channel too (``L``, before the table
+that needs them): the control process owns them, so a worker's death loses no
+queued connection (control/sockets.py).
+
+A ``c`` on the channel says the pod shuts down: from then on every response
 carries ``Connection: close`` (the worker keeps accepting until its own
-SIGTERM). The pipe doubles as a lifeline: EOF on it means the control process is gone,
+SIGTERM). The channel doubles as a lifeline: EOF on it means the control process is gone,
 and an orphaned worker drains and exits instead of serving a stale table
 forever.
 
@@ -28,6 +32,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -41,8 +46,9 @@ from dataplane.listeners import Listeners
 from dataplane.metrics import Meter
 from dataplane.outbox import Outbox
 from dataplane.router import Router
+from dataplane.tracing import Tracer, TracingError
 from dataplane.upstream.pool import Pool
-from common import logfmt
+from common import channel, logfmt
 from shm import codec, metrics
 from shm.ring import RingError, RingReader
 from shm.schema import SCHEMA_VERSION, WorkerSettings
@@ -53,20 +59,22 @@ EXIT_OK = 0
 EXIT_BOOT = 3
 EXIT_ORPHAN = 4
 GC_THRESHOLD = 20000
-CLOSING = b"c"  # on the notify pipe: the pod shuts down (``closing``); any other byte: a new table
+LOG_EVERY = 10.0  # seconds between two logged table errors (the rest are counted)
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, notify_fd: int) -> None:
+    def __init__(self, settings: WorkerSettings, channel_fd: int) -> None:
         # process
         self.settings = settings
-        self.notify_fd = notify_fd
+        self.channel = socket.socket(fileno=channel_fd)
+        self.channel.setblocking(False)
         self.loop = asyncio.get_event_loop()
         self.reader = RingReader(settings.shard, settings.index, schema=SCHEMA_VERSION)
         # This slot's counters, continued from its predecessor's (shm/metrics.py).
-        self.metrics = metrics.Segment(settings.shard, settings.worker_count, create=False)
+        self.metrics = metrics.Segment(settings.shard, settings.seats, create=False)
         self.meter = Meter(self.metrics.region(settings.index))
         self.access_log = AccessLog.open(settings, self.loop, self.meter)
+        self.tracer = Tracer.open(settings, self.loop, self.meter)  # dataplane/tracing.py; None: off
         self.router: Router | None = None
         self.pool = Pool(settings.upstream_keepalive, settings.upstream_idle_timeout)
         self.outbox = Outbox(self.loop)  # every socket write, once per loop iteration
@@ -80,6 +88,7 @@ class Worker:
         self.closing = False
         self.exit_code = EXIT_OK
         self._refreshing = False
+        self._quiet_until, self._held_back = 0.0, 0  # _log_limited
         self._done = self.loop.create_future()
 
     # --- table ------------------------------------------------------------------
@@ -97,7 +106,7 @@ class Worker:
             if snap is None:
                 return
             table = codec.decode_index(snap.view)
-            router = Router(table, previous=self.router)
+            router = Router(table, previous=self.router, on_damage=self._damaged)
             await self.listeners.sync(table.listeners)
             # Swap, then let go of the old generation before reporting the new
             # one: once the old Router is gone nothing refers to its slot.
@@ -106,30 +115,77 @@ class Worker:
             self.reader.commit()
             log.debug("serving generation", extra={"fields": {"generation": self.reader.generation}})
         except (RingError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.error("cannot load table; still serving the previous one",
-                      extra={"fields": {"error": str(exc)}})
+            self._log_limited("cannot load table; still serving the previous one", {"error": str(exc)})
         finally:
             self._refreshing = False
         if self.reader.changed():
             self.refresh()
 
-    def _notified(self) -> None:
+    def _damaged(self, kind: str, name: str) -> None:
+        """A blob of the table in use failed its checksum (router.py): never
+        served; the control process republishes from its own copy."""
+        self.reader.report_integrity()
+        self._log_limited("table integrity: checksum mismatch; not serving it until the next table",
+                          {"generation": self.reader.generation, "kind": kind, "name": name})
+
+    def _log_limited(self, message: str, fields: dict) -> None:
+        """At most one such error per LOG_EVERY seconds, saying how many it held back."""
+        now = time.monotonic()
+        if now < self._quiet_until:
+            self._held_back += 1
+            return
+        if self._held_back:
+            fields = {**fields, "held_back": self._held_back}
+        self._quiet_until, self._held_back = now + LOG_EVERY, 0
+        log.error(message, extra={"fields": fields})
+
+    def _on_channel(self) -> None:
+        """Every message the control process sent (common/channel.py), in order."""
+        while True:
+            try:
+                got = channel.receive(self.channel)
+            except OSError:
+                got = (b"", [])
+            if got is None:
+                return
+            data, fds = got
+            if not data:
+                self.loop.remove_reader(self.channel.fileno())
+                for fd in fds:
+                    os.close(fd)
+                if not self.draining:
+                    log.error("control process is gone; draining")
+                    self.exit_code = EXIT_ORPHAN
+                    self.drain()
+                return
+            kind = data[:1]
+            if kind == channel.SOCKETS:
+                self._offered(data, fds)
+                continue
+            for fd in fds:  # no other message carries any
+                os.close(fd)
+            if kind == channel.CLOSING:
+                if not self.closing:
+                    self.closing = True
+                    log.info("shutting down: every response closes its connection")
+            elif kind == channel.TABLE:
+                self.refresh()
+
+    def _offered(self, data: bytes, fds: list[int]) -> None:
         try:
-            data = os.read(self.notify_fd, 4096)
-        except BlockingIOError:
+            entries, done = channel.parse_sockets(data, fds)
+        except (ValueError, KeyError, TypeError) as exc:
+            for fd in fds:
+                os.close(fd)
+            log.error("bad sockets message from the control process", extra={"fields": {"error": str(exc)}})
             return
-        except OSError:
-            data = b""
-        if not data:
-            self.loop.remove_reader(self.notify_fd)
-            log.error("control process is gone; draining")
-            self.exit_code = EXIT_ORPHAN
-            self.drain()
+        if self.draining:
+            for _, _, fd in entries:
+                os.close(fd)
             return
-        if CLOSING in data and not self.closing:
-            self.closing = True
-            log.info("shutting down: every response closes its connection")
-        self.refresh()
+        self.listeners.offer(entries, done)
+        if done and self.router is not None:
+            self.loop.create_task(self.listeners.sync(self.router.table.listeners))
 
     # --- housekeeping -------------------------------------------------------------
 
@@ -140,8 +196,6 @@ class Worker:
         self.reader.heartbeat()
         self.pool.sweep(time.monotonic())
         self.refresh()
-        if self.router is not None and self.listeners.failed():
-            self.loop.create_task(self.listeners.sync(self.router.table.listeners))
         self.loop.call_later(self.settings.heartbeat_interval, self._tick)
 
     # --- stopping -------------------------------------------------------------------
@@ -153,14 +207,14 @@ class Worker:
         self.draining = self.closing = True
         self.listeners.close()
         for conn in list(self.connections):
-            conn.close_if_idle()
+            conn.close_if_between_requests()
         deadline = time.monotonic() + self.settings.drain_seconds
         self.loop.create_task(self._drain(deadline))
 
     async def _drain(self, deadline: float) -> None:
         while self.connections and time.monotonic() < deadline:
             for conn in list(self.connections):
-                conn.close_if_idle()
+                conn.close_if_between_requests()
             await asyncio.sleep(0.02)
         self.outbox.flush()
         for conn in list(self.connections):
@@ -175,13 +229,14 @@ class Worker:
         loop = self.loop
         loop.add_signal_handler(signal.SIGTERM, self.drain)
         loop.add_signal_handler(signal.SIGQUIT, self.drain)
-        os.set_blocking(self.notify_fd, False)
-        loop.add_reader(self.notify_fd, self._notified)
+        loop.add_reader(self.channel.fileno(), self._on_channel)
         self.refresh()
         loop.call_later(self.settings.heartbeat_interval, self._tick)
         await self._done
         if self.access_log is not None:
             self.access_log.close()
+        if self.tracer is not None:
+            self.tracer.close()
         self.reader.heartbeat()
         return self.exit_code
 
@@ -189,7 +244,7 @@ class Worker:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m dataplane")
     ap.add_argument("--settings", required=True, help="WorkerSettings as JSON")
-    ap.add_argument("--notify-fd", type=int, required=True)
+    ap.add_argument("--channel-fd", type=int, required=True, help="common/channel.py")
     args = ap.parse_args(argv)
     # Ctrl-C in a terminal reaches the whole process group; the supervisor
     # decides how workers stop, so they ignore SIGINT.
@@ -209,8 +264,8 @@ def main(argv: list[str]) -> int:
     asyncio.set_event_loop(loop)
     try:
         try:
-            worker = Worker(settings, args.notify_fd)
-        except (RingError, metrics.MetricsError, OSError) as exc:
+            worker = Worker(settings, args.channel_fd)
+        except (RingError, metrics.MetricsError, OSError, TracingError) as exc:
             log.error("cannot start worker", extra={"fields": {"error": str(exc)}})
             return EXIT_BOOT
         log.info("worker started", extra={"fields": {

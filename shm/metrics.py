@@ -1,9 +1,9 @@
 """Workers' counters in shared memory: exact across workers, kept across worker restarts.
 
 Segment ``/fluxgate.S.metrics`` (made by the control process, one per shard)
-holds one region per worker slot. A worker writes only its own region; the
+holds one region per seat (two per worker slot: control/supervisor.py). A worker writes only its own region; the
 control process reads every region at scrape time and sums them by labels.
-A replacement worker takes its slot's region over and adds to it, so what a
+A worker that takes a seat takes its region over and adds to it, so what a
 dead worker counted is never lost and nothing fans out per scrape.
 
 Region layout (little-endian u64 words):
@@ -16,12 +16,13 @@ Region layout (little-endian u64 words):
   heap            label text: the record's labels, each NUL-terminated
 
 Rules (what must stay true):
-* One writer per region (the worker of that slot; a replacement starts after
-  its predecessor is reaped). A record is written whole, then the count is
+* One writer per region (the worker in that seat; a later one takes the seat
+  only after its predecessor there is reaped). A record is written whole, then the count is
   raised: an aligned 8-byte store is atomic, so a reader sees the old count
   or the new one, and every record below the count is complete.
 * Values only grow (counters, histogram buckets, sums), except the gauges a
-  worker sets (its active connections), which its replacement resets.
+  worker sets (its active connections), which the supervisor clears when it
+  reaps the worker (``clear_gauges``) and its next writer resets.
 * When the records or the heap are full, a new label set is counted in its
   kind's overflow record (labels all ``OVERFLOW``): counts stay exact in total,
   and ``fluxgate_metrics_overflow_total`` says that labels were lost.
@@ -64,6 +65,7 @@ class Segment:
             self._map = mmap.mmap(-1, slots * REGION_BYTES)
             self.words = memoryview(self._map).cast("Q")
             self.closed = False
+            self._known = {}
             return
         name = segment_name(shard)
         self.name = name
@@ -89,6 +91,17 @@ class Segment:
             shm.close_fd()
         self.words = memoryview(self._map).cast("Q")
         self.closed = False
+        # The reader's: each region's records decoded so far. A record never
+        # changes once counted (rule 1), so a scrape decodes only new ones.
+        self._known: dict[int, list] = {}
+
+    def known_records(self, index: int) -> list:
+        """Region ``index``'s records ((kind, labels), first value word), decoded once each."""
+        known = self._known.setdefault(index, [])
+        region = self.region(index)
+        if region.count() > len(known):
+            known.extend(region.records(len(known)))
+        return known
 
     def region(self, index: int) -> "Region":
         if not 0 <= index < self.slots:
@@ -150,6 +163,13 @@ class Region:
         w[b + 1] = n + 1  # last: the record is whole before anyone can see it
         return rec + 2
 
+    def clear_gauges(self) -> None:
+        """The region's writer is dead (its supervisor reaped it): what it held
+        open is gone. Only then may anyone but the writer store here."""
+        for (kind, labels), first in self.records():
+            if kind == CONNECTIONS:
+                self.words[first + ACTIVE] = 0
+
     # --- the reader's side -------------------------------------------------------------
 
     def count(self) -> int:
@@ -180,14 +200,19 @@ REQUEST = 1  # (gateway, route, method, status_class): count, µs sum, buckets, 
 UPSTREAM = 2  # (route, backend): count, µs sum, buckets, retries
 UPSTREAM_ERROR = 3  # (route, backend, reason): count
 CONNECTIONS = 4  # (): active (a gauge), total, bytes in, bytes out, label sets overflowed, log lines dropped
+# (): the tracer's (dataplane/tracing.py): spans exported, dropped for a full
+# queue (the loop writes it), whose export failed (the export thread writes
+# that and ``exported``: each word has one writer thread).
+TRACE = 5
 
-ARITY = {REQUEST: 4, UPSTREAM: 2, UPSTREAM_ERROR: 3, CONNECTIONS: 0}
-WIDTH = {REQUEST: 2 + BUCKETS + 2, UPSTREAM: 2 + BUCKETS + 1, UPSTREAM_ERROR: 1, CONNECTIONS: 6}
+ARITY = {REQUEST: 4, UPSTREAM: 2, UPSTREAM_ERROR: 3, CONNECTIONS: 0, TRACE: 0}
+WIDTH = {REQUEST: 2 + BUCKETS + 2, UPSTREAM: 2 + BUCKETS + 1, UPSTREAM_ERROR: 1, CONNECTIONS: 6, TRACE: 3}
 # Value offsets within a record
 COUNT, MICROS, BUCKET0 = 0, 1, 2
 REQ_BYTES, RESP_BYTES = 2 + BUCKETS, 3 + BUCKETS
 RETRIES = 2 + BUCKETS
 ACTIVE, TOTAL, BYTES_IN, BYTES_OUT, OVERFLOWED, LOG_DROPPED = range(6)
+EXPORTED, QUEUE_FULL, EXPORT_FAILED = range(3)
 
 assert max(WIDTH.values()) <= VALUE_WORDS
 
@@ -202,13 +227,13 @@ def read_all(segment: Segment) -> tuple[dict[tuple[int, tuple[str, ...]], list[i
     A reader's snapshot: counts written meanwhile show in the next one."""
     out: dict[tuple[int, tuple[str, ...]], list[int]] = {}
     per_slot = [0] * segment.slots
+    words = segment.words
     for index in range(segment.slots):
-        region = segment.region(index)
-        for key, first in region.records():
+        for key, first in segment.known_records(index):
             width = WIDTH.get(key[0])
             if width is None:
                 continue
-            values = region.values(first, width)
+            values = words[first:first + width].tolist()
             if key[0] == REQUEST:
                 per_slot[index] += values[COUNT]
             have = out.get(key)

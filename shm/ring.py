@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import posix_ipc
 
 MAGIC = b"FLUXGATE"
-LAYOUT = 1
+LAYOUT = 2
 MAX_SLOTS = 16
 MAX_WORKERS = 256
 MIN_SLOT_BYTES = 64 * 1024
@@ -56,9 +56,11 @@ _HDR = struct.Struct("<8sIIQQIIQIId")  # 64 bytes
 _SEQ_OFF = 16
 _SLOT = struct.Struct("<IIQQ")  # incarnation, unused, size, generation: 24 bytes
 _SLOTS_OFF = 64
-# pid, slot, prev, (pad), generation, heartbeat, requests: 40 bytes, 8-aligned
-_WORKER = struct.Struct("<Iii4xQdQ")
+# pid, slot, prev, checksum (of the table in use), generation, heartbeat,
+# requests, integrity errors found: 48 bytes, 8-aligned
+_WORKER = struct.Struct("<IiiIQdQQ")
 _WORKER_BEAT = struct.Struct("<dQ")  # heartbeat and requests, at +24
+_WORKER_INTEGRITY = 40
 _WORKERS_OFF = _SLOTS_OFF + MAX_SLOTS * _SLOT.size
 HEADER_BYTES = _WORKERS_OFF + MAX_WORKERS * _WORKER.size
 _U64 = struct.Struct("<Q")
@@ -82,6 +84,8 @@ class WorkerEntry:
     generation: int
     heartbeat: float
     requests: int
+    checksum: int = 0  # of the table the worker serves (the slot's CRC-32 it verified)
+    integrity: int = 0  # corrupted bytes it found and refused, ever (the control republishes)
 
 
 @dataclass(frozen=True)
@@ -358,6 +362,11 @@ class RingWriter:
     def heartbeat(self) -> None:
         _store(self._hdr, 56, _F64, time.monotonic())
 
+    @property
+    def checksum(self) -> int:
+        """CRC-32 of the current table (0 before the first publish)."""
+        return _HDR.unpack_from(self._hdr, 0)[8]
+
     def current(self) -> bytes:
         """A copy of the current table's bytes (b"" before the first publish)."""
         if self.slot < 0:
@@ -375,18 +384,18 @@ class RingWriter:
     def _entries(self) -> list[WorkerEntry]:
         out = []
         for i in range(MAX_WORKERS):
-            pid, slot, prev, gen, beat, reqs = _WORKER.unpack_from(
+            pid, slot, prev, crc, gen, beat, reqs, bad = _WORKER.unpack_from(
                 self._hdr, _WORKERS_OFF + i * _WORKER.size
             )
             if pid:
-                out.append(WorkerEntry(i, pid, slot, prev, gen, beat, reqs))
+                out.append(WorkerEntry(i, pid, slot, prev, gen, beat, reqs, crc, bad))
         return out
 
     def reset_worker(self, index: int, pid: int = 0) -> None:
         """Give entry ``index`` to ``pid`` (0: free it). Clears its pins."""
         _store(
             self._hdr, _WORKERS_OFF + index * _WORKER.size, _WORKER,
-            pid, -1, -1, 0, time.monotonic(), 0,
+            pid, -1, -1, 0, 0, time.monotonic(), 0, 0,
         )
 
     def close(self, unlink: bool = True) -> None:
@@ -428,15 +437,23 @@ class RingReader:
         self._retired: list[mmap.mmap] = []
         self._seen_seq = -1
         self.generation = 0  # in use (reported)
+        self.checksum = 0  # of the generation in use (reported)
         self.slot = -1
         self.requests = 0
+        self.integrity = 0  # corruptions found (reported: the control process republishes)
         self._write_entry(-1, -1, 0)
 
     def _write_entry(self, slot: int, prev: int, generation: int) -> None:
         _store(
-            self._hdr, self._off, _WORKER, os.getpid(), slot, prev, generation,
-            time.monotonic(), self.requests,
+            self._hdr, self._off, _WORKER, os.getpid(), slot, prev, self.checksum, generation,
+            time.monotonic(), self.requests, self.integrity,
         )
+
+    def report_integrity(self) -> None:
+        """Tell the control process that bytes of the table failed their checksum."""
+        self.integrity += 1
+        with self._lock:
+            _store(self._hdr, self._off + _WORKER_INTEGRITY, _U64, self.integrity)
 
     def _read_header(self) -> tuple:
         """A consistent copy of the header's table fields (seqlock read)."""
@@ -489,16 +506,17 @@ class RingReader:
         if zlib.crc32(view) != checksum:
             # Cannot happen while rules 1-3 hold; refuse rather than serve garbage.
             view.release()
+            self.integrity += 1
             with self._lock:
                 self._write_entry(self.slot, -1, self.generation)
             raise RingError(f"generation {generation}: checksum mismatch in slot {slot}")
         self._seen_seq = seq
-        self._pending = (slot, generation)
+        self._pending = (slot, generation, checksum)
         return Snapshot(generation, slot, checksum, view)
 
     def commit(self) -> None:
         """The previous snapshot is no longer referenced: unpin it, report the new."""
-        slot, generation = self._pending
+        slot, generation, self.checksum = self._pending
         self.slot, self.generation = slot, generation
         with self._lock:
             self._write_entry(slot, -1, generation)

@@ -279,7 +279,9 @@ class WorkerSettings(msgspec.Struct, frozen=True):
 
     shard: str
     index: int
-    worker_count: int = 1  # worker slots in the metrics segment (shm/metrics.py)
+    # Seats: ring worker entries and metrics regions, two per worker slot (a
+    # recycled worker's successor starts beside it: control/supervisor.py).
+    seats: int = 2
     bind_address: str = "0.0.0.0"
     ring_slots: int = 4
     heartbeat_interval: float = 1.0
@@ -293,6 +295,12 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     access_log: str = "stdout"  # stdout | stderr | off | an absolute path
     access_log_query: bool = False
     access_log_sample_2xx: float = 1.0
+    # Tracing (dataplane/tracing.py): off while otlp_endpoint is "".
+    otlp_endpoint: str = ""  # the full OTLP/HTTP traces URL
+    otlp_timeout: float = 10.0
+    trace_sampling: float = 0.01
+    trace_queue_size: int = 2048
+    trace_service_name: str = ""
     # Limits and timeouts (control/config.py says what each means).
     max_request_line_bytes: int = 8192
     max_header_bytes: int = 32768

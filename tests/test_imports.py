@@ -21,7 +21,10 @@ STDLIB = set(sys.stdlib_module_names)
 RULES = {
     "shm": {"allowed": {"shm", "msgspec", "posix_ipc"}},
     "common": {"allowed": {"common", "msgspec"}},
-    "dataplane": {"allowed": {"dataplane", "shm", "common", "msgspec", "httptools", "uvloop", "posix_ipc"}},
+    # opentelemetry: the optional fluxgate[otel] extra, imported by dataplane/otlp.py
+    # only (and only when tracing is on).
+    "dataplane": {"allowed": {"dataplane", "shm", "common", "msgspec", "httptools", "uvloop", "posix_ipc",
+                              "opentelemetry"}},
     "control": {"forbidden": {"dataplane"}},
 }
 
@@ -59,3 +62,11 @@ def test_imports_rule_check_catches_a_violation(tmp_path):
     tops = [top for _, top in _imports(bad)]
     assert tops == ["control", "kubernetes"]
     assert not set(tops) <= RULES["dataplane"]["allowed"]
+
+
+def test_only_dataplane_otlp_imports_opentelemetry():
+    """The optional extra stays behind one module: without it installed, tracing
+    off, nothing else may need it."""
+    users = sorted(str(f.relative_to(ROOT)) for package in RULES for f in (ROOT / package).rglob("*.py")
+                   if any(top == "opentelemetry" for _, top in _imports(f)))
+    assert users == ["dataplane/otlp.py"]

@@ -79,6 +79,7 @@ class FakeWorker:
         self.outbox = Outbox(self.loop)
         self.meter = Meter(metrics.Segment(None, 1, create=False).region(0))
         self.access_log = None
+        self.tracer = None  # dataplane/tracing.py's Tracer when a test turns tracing on
 
     @property
     def closing(self) -> bool:  # as dataplane/worker.py: draining, or the pod shutting down

@@ -109,3 +109,44 @@ def test_router_vhost_with_only_a_non_root_prefix_routes_and_404s():
     r = Router(table([vh], [UP]))
     assert _source(r, path=b"/a/b") == "a"
     assert _source(r, path=b"/") is None
+
+
+def _damaged(find: bytes):
+    """An encoded one-host table with one byte of ``find`` changed after encoding."""
+    from shm import codec
+    from shm.schema import CompiledTable, Listener
+    vh = VirtualHost("v", (entry(PathPrefix("/only-b"), 0, "b"),), (Action((WeightedCluster("up-b"),)),))
+    data = bytearray(TableEncoder().encode(CompiledTable(
+        listeners=(Listener("l", "127.0.0.1", 1, default_vhost=0),), vhosts=(vh,),
+        clusters=(Cluster("up-b", (Endpoint("127.0.0.9", 1),)),)), 1))
+    at = data.find(find)
+    assert at >= 0
+    data[at + 1] ^= 0x20
+    return codec.decode_index(data)
+
+
+def test_a_damaged_virtual_host_is_never_decoded_and_is_reported_once():
+    reports = []
+    r = Router(_damaged(b"/only-b"), on_damage=lambda kind, name: reports.append((kind, name)))
+    vh = r.vhost("l", b"x")
+    assert vh.damaged and vh.match(b"GET", b"/only-b", [], b"") is None
+    assert r.vhost("l", b"y") is vh
+    assert reports == [("virtual host", "v")]
+
+
+def test_a_damaged_cluster_has_no_endpoints_and_is_decoded_anew_next_generation():
+    reports = []
+    damaged = _damaged(b"127.0.0.9")
+    r = Router(damaged, on_damage=lambda kind, name: reports.append((kind, name)))
+    state = r.cluster("up-b")
+    assert len(state.endpoints) == 0
+    assert reports == [("cluster", "up-b")]
+    # The same cluster, intact, in the next generation: decoded, not kept empty.
+    from shm import codec
+    from shm.schema import CompiledTable, Listener
+    vh = VirtualHost("v", (entry(PathPrefix("/only-b"), 0, "b"),), (Action((WeightedCluster("up-b"),)),))
+    fresh = codec.decode_index(TableEncoder().encode(CompiledTable(
+        listeners=(Listener("l", "127.0.0.1", 1, default_vhost=0),), vhosts=(vh,),
+        clusters=(Cluster("up-b", (Endpoint("127.0.0.9", 1),)),)), 2))
+    r2 = Router(fresh, previous=r)
+    assert len(r2.cluster("up-b").endpoints) == 1

@@ -99,3 +99,19 @@ def test_chain_of_no_filters_is_none_and_needs_no_body():
     assert build([], lambda name: None) is None
     built = build([schema.URLRewrite(hostname="x")], lambda name: None)
     assert built.needs_body is False
+
+
+def test_header_modifier_setting_x_request_id_makes_it_the_request_id_not_a_second_line():
+    req = _request(headers=((b"x-a", b"1"),))
+    req.request_id, req.rid_new = b"generated", True
+    mod = schema.RequestHeaderModifier(set=(HeaderValue("X-Request-Id", "from-route"),),
+                                       add=(HeaderValue("x-request-id", "second"),))
+    assert build([mod], lambda name: None).request(req) is None
+    assert req.request_id == b"from-route" and not req.rid_new
+    assert not any(b"request-id" in line.lower() for line in req.forward)
+    # An invalid value (not printable) leaves the id alone.
+    req2 = _request()
+    req2.request_id = b"kept"
+    build([schema.RequestHeaderModifier(set=(HeaderValue("x-request-id", "bad\tvalue"),))],
+          lambda name: None).request(req2)
+    assert req2.request_id == b"kept"

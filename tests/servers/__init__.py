@@ -1,0 +1,1 @@
+"""Servers the tests talk to over loopback (the OTLP receiver: otlp.py)."""
