@@ -145,7 +145,7 @@ def run(args, workdir: Path) -> int:
         # nginx runs with access_log off: so does FluxGate unless --env says otherwise.
         fg = h.Fluxgate(workdir, 1, up_port, args.fluxgate, tag="perf-bench",
                         env={"FLUXGATE_ACCESS_LOG": "off", "FLUXGATE_SHUTDOWN_DELAY_SECONDS": "0",
-                             **_env(args.env, workdir)})
+                             **_env(args.env, workdir, up_port)})
         cfg = fg.start()
         fg_info = {"command": fg.argv, "generation": cfg.get("generation"), "workers": cfg.get("workers")}
         # The fluxgate tree after a run is re-listed from /proc plus the pids
@@ -156,7 +156,7 @@ def run(args, workdir: Path) -> int:
             # rounds, so a before/after figure shares the machine's moment too.
             (workdir / "before").mkdir()
             before = h.Fluxgate(workdir / "before", 1, up_port, args.compare, tag="perf-before",
-                                env=_env(args.compare_env, workdir / "before"))
+                                env=_env(args.compare_env, workdir / "before", up_port))
             before.start()
             sides.append(Side("before", before.listen_port, before.pids, before.proc.tree))
     check_proxies(sides)
@@ -204,13 +204,15 @@ def run(args, workdir: Path) -> int:
     return 0
 
 
-def _env(pairs: list[str], workdir: Path) -> dict[str, str]:
+def _env(pairs: list[str], workdir: Path, upstream_port: int) -> dict[str, str]:
+    """``{dir}``: the side's work dir; ``{upstream}``: the upstream nginx's port (it
+    answers any request 200, so it can stand in for an OTLP collector's sink)."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.startswith("FLUXGATE_"):
             raise SystemExit(f"--env {pair!r}: expected FLUXGATE_NAME=VALUE")
-        out[name] = value.replace("{dir}", str(workdir))
+        out[name] = value.replace("{dir}", str(workdir)).replace("{upstream}", str(upstream_port))
     return out
 
 
@@ -227,8 +229,8 @@ def main(argv=None) -> int:
     p.add_argument("--compare", metavar="CMD", help="also measure this fluxgate command (e.g. another "
                    "checkout's), as side 'before', in the same rounds")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="a FLUXGATE_* setting for the measured FluxGate (repeatable; {dir} is its work dir),"
-                        " e.g. FLUXGATE_ACCESS_LOG={dir}/access.log")
+                   help="a FLUXGATE_* setting for the measured FluxGate (repeatable; {dir} is its work dir,"
+                        " {upstream} the upstream's port), e.g. FLUXGATE_ACCESS_LOG={dir}/access.log")
     p.add_argument("--compare-env", action="append", default=[], metavar="NAME=VALUE",
                    help="a FLUXGATE_* setting for the --compare FluxGate (repeatable)")
     p.add_argument("--vary", action="store_true", help="make every request differ (path, query, a header)")
