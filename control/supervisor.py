@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import msgspec
@@ -97,7 +97,6 @@ class Slot:
     backoff: float = 0.0
     not_before: float = 0.0  # earliest restart time
     last_exit: int | None = None
-    kills: list[str] = field(default_factory=list)
 
     def procs(self) -> list[WorkerProc]:
         return [w for w in (self.worker, self.successor, self.retiring) if w is not None]
@@ -123,7 +122,6 @@ class Supervisor:
         # hung, start_timeout, no_table (the supervisor's own).
         self.restart_reasons: Counter[str] = Counter()
         self.drift_recycles = 0  # fluxgate_drift_recycles_total
-        self.drift_failures = 0  # successors that did not come to serve
         self.recycling: int | None = None  # the slot being recycled (one at a time)
         self._integrity_seen: dict[tuple[int, int], int] = {}  # (seat, pid) -> integrity count seen
         # watch(pidfd, True/False): the runner's loop wakes when a worker exits.
@@ -274,7 +272,6 @@ class Supervisor:
 
     def _recycle_failed(self, slot: Slot, w: WorkerProc | None) -> None:
         self.recycling = None
-        self.drift_failures += 1
         if w is None:
             return
         w.drift_tries += 1
@@ -362,7 +359,6 @@ class Supervisor:
     def _kill(self, slot: Slot, w: WorkerProc, why: str, reason: str) -> None:
         w.why = reason
         log.error("killing worker", extra={"fields": {"worker": slot.index, "pid": w.pid, "reason": why}})
-        slot.kills.append(why)
         self._signal(w, signal.SIGKILL)
 
     def _terminate(self, w: WorkerProc) -> None:

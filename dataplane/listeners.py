@@ -76,11 +76,6 @@ class Listeners:
             self.servers[name] = (incarnation, server)
             log.debug("listening", extra={"fields": {"listener": name, "incarnation": incarnation}})
 
-    def missing(self, listeners) -> list[str]:
-        """Listeners of the table this worker has no socket for (the control process
-        could not bind them: it logs why)."""
-        return [lst.name for lst in listeners if lst.name not in self.servers]
-
     def close(self) -> None:
         for _, server in self.servers.values():
             server.close()
