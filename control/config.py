@@ -312,8 +312,8 @@ class Config:
                                    " included (s)", 0.1, 300)
     trace_sampling: float = _setting(0.01, float, "tracing: the share of new traces sampled (0-1); a request"
                                      " with a valid traceparent follows its sampled flag", 0, 1)
-    trace_queue_size: int = _setting(2048, int, "tracing: spans per worker waiting for export; beyond, spans"
-                                     " are dropped (counted)", 1, 1 << 20)
+    trace_queue_size: int = _setting(2048, int, "tracing: spans waiting for export in the pod's control"
+                                     " process; beyond, spans are dropped (counted)", 1, 1 << 20)
     trace_service_name: str = _setting("", str, "tracing: the resource's service.name (default:"
                                        " OTEL_SERVICE_NAME, else fluxgate)")
 

@@ -53,8 +53,9 @@ def _buckets(values: list[int]) -> list[tuple[str, float]]:
     return out
 
 
-def worker_families(segment: m.Segment):
-    """The families summed over every worker's region."""
+def worker_families(segment: m.Segment, spans=None):
+    """The families summed over every worker's region; ``spans``: the control
+    process's span export (control/tracing.py), None with tracing off."""
     records, per_slot = m.read_all(segment)
     requests = CounterMetricFamily("fluxgate_requests", "Requests answered", labels=REQUEST_LABELS)
     duration = HistogramMetricFamily(
@@ -115,21 +116,22 @@ def worker_families(segment: m.Segment):
         slots.add_metric([str(index)], sum(per_slot[index::nslots]))
     yield from (requests, duration, req_size, resp_size, upstream, retries, errors,
                 active, conns, bytes_in, bytes_out, overflow, dropped, slots)
-    yield from trace_families(records.get((m.TRACE, ()), [0] * m.WIDTH[m.TRACE]))
+    yield from trace_families(sums[m.SPANS_DROPPED], spans.counts() if spans is not None else (0, 0, 0))
 
 
-def trace_families(counts: list[int]):
-    """The tracer's counters (shm/metrics.py TRACE), summed over every worker's region."""
-    exported = CounterMetricFamily("fluxgate_trace_spans_exported",
-                                   "Spans the OTLP collector accepted (FLUXGATE_OTLP_ENDPOINT)")
-    exported.add_metric([], counts[m.EXPORTED])
+def trace_families(worker_dropped: int, export: tuple[int, int, int]):
+    """Span counts: the workers' (a full channel) and the control process's export's."""
+    exported, queue_full, failed = export
+    done = CounterMetricFamily("fluxgate_trace_spans_exported",
+                               "Spans the OTLP collector accepted (FLUXGATE_OTLP_ENDPOINT)")
+    done.add_metric([], exported)
     dropped = CounterMetricFamily(
         "fluxgate_trace_spans_dropped",
-        "Sampled spans never exported: the export queue was full (queue_full), or the collector"
-        " refused, was unreachable or too slow (export_failed)", labels=["reason"])
-    dropped.add_metric(["queue_full"], counts[m.QUEUE_FULL])
-    dropped.add_metric(["export_failed"], counts[m.EXPORT_FAILED])
-    yield from (exported, dropped)
+        "Sampled spans never exported: a worker's channel or the export queue was full (queue_full),"
+        " or the collector refused, was unreachable or too slow (export_failed)", labels=["reason"])
+    dropped.add_metric(["queue_full"], worker_dropped + queue_full)
+    dropped.add_metric(["export_failed"], failed)
+    yield from (done, dropped)
 
 
 def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -188,7 +190,7 @@ class RunnerCollector:
                       s.integrity_errors)
         yield gauge("fluxgate_listeners_unbound", "Listeners of the table that cannot be bound (see the log)",
                     len(s.sockets.failed))
-        yield from worker_families(s.metrics)
+        yield from worker_families(s.metrics, s.spans)
         if getattr(s, "kubernetes", False):
             yield gauge("fluxgate_kubernetes_synced", "1 once every watch has listed (the first table waits for it)",
                         1 if s.source.synced else 0)

@@ -50,6 +50,7 @@ from control.publish import Publisher
 from control.sources.files import FileSource
 from control.sockets import Sockets
 from control.supervisor import Supervisor
+from control.tracing import SpanExport
 from control.warming import Warming
 from shm import codec, metrics
 from shm.ring import RingBusy, RingWriter
@@ -96,6 +97,9 @@ class Runner:
         self.sockets = Sockets(cfg.worker_count, cfg.bind_address)
         self._listeners: tuple = ()  # (name, address, port) of the published table
         self.supervisor = Supervisor(cfg, self.writer, self.sockets, self.metrics)
+        # Tracing: the workers' sampled spans are exported from here (control/tracing.py).
+        self.spans = SpanExport.open(cfg)
+        self.supervisor.spans = self.spans.receive if self.spans is not None else None
         self.integrity_errors = 0  # damaged table bytes the workers found (republished each time)
         self.admin = Admin(self, cfg.admin_address, cfg.admin_port, debug_token=cfg.debug_token)
         # From the first change the loop saw to the workers being told (hold-off,
@@ -139,6 +143,8 @@ class Runner:
         # the next tick. (uvloop keeps SIGCHLD for itself.)
         self.supervisor.watch = lambda fd, on: (
             loop.add_reader(fd, self._child_exited) if on else loop.remove_reader(fd))
+        self.supervisor.read = lambda fd, callback: (
+            loop.add_reader(fd, callback) if callback is not None else loop.remove_reader(fd))
         try:
             # Admin first, so /readyz can say what the first table waits for.
             if not await self._start_admin():
@@ -257,6 +263,8 @@ class Runner:
         self.source.close()
         # Workers get the drain time; SIGKILL one second after it.
         self.supervisor.stop(time.monotonic() + self.cfg.drain_seconds + 1.0)
+        if self.spans is not None:  # the workers' last spans came in at their reap
+            self.spans.close()
         self.writer.close(unlink=True)
         self.metrics.close(unlink=True)
         log.info("stopped")

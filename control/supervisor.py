@@ -12,7 +12,9 @@ Rules:
 * A worker is started as ``python -m dataplane`` (never imported here) with
   its settings as JSON and its end of a channel (common/channel.py): its
   slot's listening sockets go first, then ``!`` for every publish, ``c`` when
-  the pod shuts down; EOF means "the control process is gone".
+  the pod shuts down; EOF means "the control process is gone". The worker
+  sends its sampled spans back on it (``T``, to ``spans``: control/tracing.py),
+  read on the runner's loop and, at the reap, to its end.
 * A dead worker's slot keeps its sockets, so connections queued on them wait
   for the replacement, which is started at once when the dead one had served
   (killed from outside, crashed after a while). Only a crash loop is damped:
@@ -126,6 +128,9 @@ class Supervisor:
         self._integrity_seen: dict[tuple[int, int], int] = {}  # (seat, pid) -> integrity count seen
         # watch(pidfd, True/False): the runner's loop wakes when a worker exits.
         self.watch: Callable[[int, bool], None] | None = None
+        # read(fd, callback or None): the runner's loop calls back when a channel is readable.
+        self.read: Callable[[int, Callable[[], None] | None], None] | None = None
+        self.spans: Callable[[bytes], None] | None = None  # a worker's T message (None: tracing off)
 
     def procs(self) -> list[WorkerProc]:
         return [w for slot in self.slots for w in slot.procs()]
@@ -170,11 +175,31 @@ class Supervisor:
                 self.watch(w.pidfd, True)
             except OSError:
                 w.pidfd = -1  # the tick reaps it all the same
+        if self.read is not None and self.spans is not None:
+            self.read(ours.fileno(), lambda: self._receive(w))
         self._send_sockets(w)
         if self.shutting_down:
             self._send(w, channel.CLOSING)
         log.info("worker started", extra={"fields": {"worker": slot.index, "seat": seat, "pid": proc.pid}})
         return w
+
+    # --- hearing from workers -------------------------------------------------------
+
+    def _receive(self, w: WorkerProc) -> None:
+        """Every message the worker has sent (its spans), until none is waiting."""
+        while True:
+            got = channel.receive(w.chan)
+            if got is None:
+                return
+            data, fds = got
+            for fd in fds:  # a worker never sends descriptors
+                os.close(fd)
+            if not data:  # EOF: the worker is gone (the reap closes the channel)
+                if self.read is not None:
+                    self.read(w.chan.fileno(), None)
+                return
+            if data[:1] == channel.SPANS and self.spans is not None:
+                self.spans(data)
 
     # --- telling workers ----------------------------------------------------------
 
@@ -302,6 +327,10 @@ class Supervisor:
                     self._reaped(slot, w, rc)
 
     def _reaped(self, slot: Slot, w: WorkerProc, rc: int) -> None:
+        if self.spans is not None:
+            self._receive(w)  # what it sent before it exited (its last spans)
+            if self.read is not None:
+                self.read(w.chan.fileno(), None)
         w.chan.close()
         if w.pidfd >= 0:
             self.watch(w.pidfd, False)

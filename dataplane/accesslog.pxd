@@ -1,8 +1,17 @@
 # Compiled layout of accesslog.py (Cython augmenting declarations).
+cimport cython
+from dataplane.exchange cimport Exchange
+from dataplane.request cimport Request
+
 cdef class AccessLog:
-    cdef public object fd, query, batch, _loop, _queue, _thread, _lock, _stamp, _meter, _routes, _upstreams
+    cdef public object fd, query, _loop, _queue, _thread, _lock, _stamp, _meter, _routes, _upstreams
+    cdef public bytearray batch
     cdef public double sample
-    cdef public Py_ssize_t pending
+    cdef public Py_ssize_t pending, lines
     cdef public long long _second
-    cpdef record(self, ex, int status, double seconds)
+    # Typed: the exchange's and request's fields are read as C struct members,
+    # and the bytes are decoded without a method call.
+    @cython.locals(req=Request, t=double, second="long long", target=bytes, method=bytes, client=bytes,
+                   ua=bytes, trace=bytes, rid=bytes, batch=bytearray)
+    cpdef record(self, Exchange ex, int status, double seconds)
     cpdef flush(self)

@@ -2,7 +2,7 @@
 cdef class Meter:
     cdef public object region, _records, _keys
     cdef public unsigned long long[::1] words
-    cdef public Py_ssize_t _conn, _trace
+    cdef public Py_ssize_t _conn
     cpdef Py_ssize_t _record(self, int kind, tuple labels)
     cpdef Py_ssize_t _key(self, tuple key, int kind, tuple labels)
     cpdef request(self, gateway, source, bytes method, int status, double seconds, Py_ssize_t req_bytes,
@@ -16,5 +16,4 @@ cdef class Meter:
     cpdef received(self, Py_ssize_t n)
     cpdef sent(self, Py_ssize_t n)
     cpdef access_log_dropped(self, Py_ssize_t n)
-    cpdef spans_exported(self, Py_ssize_t n)
-    cpdef spans_dropped(self, Py_ssize_t n, bint failed)
+    cpdef spans_dropped(self, Py_ssize_t n)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from shm import metrics as m
+from shm.schema import route_label
 
 _METHODS = {x.encode(): x for x in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS",
                                     "TRACE", "PATCH")}
@@ -23,19 +24,11 @@ BOUNDS = m.BOUNDS
 _MAX_KEYS = 4 * m.MAX_RECORDS
 _REQ_BYTES, _RESP_BYTES = m.REQ_BYTES, m.RESP_BYTES
 _ACTIVE, _TOTAL, _BYTES_IN, _BYTES_OUT, _LOG_DROPPED = m.ACTIVE, m.TOTAL, m.BYTES_IN, m.BYTES_OUT, m.LOG_DROPPED
-
-
-def route_label(source: str) -> str:
-    """"HTTPRoute/ns/name#rule" (a route entry's source) → "ns/name"."""
-    if not source:
-        return ""
-    ref = source.split("#", 1)[0]
-    parts = ref.split("/")
-    return "/".join(parts[1:3]) if len(parts) >= 3 else ref
+_SPANS_DROPPED = m.SPANS_DROPPED
 
 
 class Meter:
-    __slots__ = ("region", "words", "_records", "_keys", "_conn", "_trace")
+    __slots__ = ("region", "words", "_records", "_keys", "_conn")
 
     def __init__(self, region: m.Region) -> None:
         self.region = region
@@ -45,7 +38,6 @@ class Meter:
             self._record(kind, m.overflow_labels(kind))
         self._conn = self._record(m.CONNECTIONS, ())
         self.words[self._conn + _ACTIVE] = 0  # a predecessor's connections died with it
-        self._trace = self._record(m.TRACE, ())  # the tracer's counters
         self._keys: dict[tuple, int] = {}  # a request-side key → first value word
 
     def _record(self, kind: int, labels: tuple[str, ...]) -> int:
@@ -131,13 +123,6 @@ class Meter:
     def access_log_dropped(self, n: int) -> None:
         self.words[self._conn + _LOG_DROPPED] += n
 
-    # --- the tracer (dataplane/tracing.py) ----------------------------------------------
-    # Each word has one writer thread: the loop drops spans for a full queue,
-    # the export thread counts what it exported or failed to.
-
-    def spans_exported(self, n: int) -> None:
-        self.words[self._trace + m.EXPORTED] += n
-
-    def spans_dropped(self, n: int, failed: bool) -> None:
-        """``n`` spans lost: their export failed (the export thread), or the queue was full (the loop)."""
-        self.words[self._trace + (m.EXPORT_FAILED if failed else m.QUEUE_FULL)] += n
+    def spans_dropped(self, n: int) -> None:
+        """``n`` sampled spans lost: the channel to the control process was full (dataplane/tracing.py)."""
+        self.words[self._conn + _SPANS_DROPPED] += n

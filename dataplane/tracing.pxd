@@ -8,12 +8,13 @@ cdef bytes _HEX
 cpdef bint valid(bytes value)
 
 cdef class Tracer:
-    cdef public object batch, _loop, _meter, _exporter, _queue, _thread, _lock
+    cdef public object batch, _loop, _meter, _send
     cdef public bytes _bound, _pool
-    cdef public Py_ssize_t pending, queue_size, _next, _end, _failed_quietly
-    cdef public double _quiet_until
+    cdef public Py_ssize_t _next, _end
+    cdef public int worker
     @cython.locals(o=Py_ssize_t, pool=bytes, c=int)
     cpdef bytes start(self, bytes parent)
     cpdef _refill(self)
+    @cython.locals(path=bytes, ua=bytes, state=bytes)
     cpdef finish(self, ex, double seconds)
     cpdef flush(self)

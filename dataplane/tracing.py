@@ -20,36 +20,36 @@ An unsampled request costs two slices of a pool of ready-made values (one
 ``os.urandom`` per ``_ENTRIES`` requests makes their ids) and one comparison
 (about 0.2 µs compiled, the refill included). A sampled one also appends a
 tuple of what its span needs when its exchange ends (``finish``, from
-``Exchange._ended``). Like the access
-log's lines, the tuples go in batches (``FLUSH_SECONDS`` after the first, or
-at ``MAX_BATCH``) to the export thread, which makes OpenTelemetry SDK spans
-of them and sends them with the OTLP/HTTP exporter (dataplane/otlp.py, the
-only module that imports OpenTelemetry). The loop never waits for it: at
-most FLUXGATE_TRACE_QUEUE_SIZE spans wait for export; beyond, spans are
-dropped and counted, as are those whose export failed (a collector refusing,
-unreachable or slower than FLUXGATE_OTLP_TIMEOUT): the meter's
-``fluxgate_trace_spans_dropped_total{reason}`` beside
-``fluxgate_trace_spans_exported_total`` (the TRACE kind in shm/metrics.py).
+``Exchange._ended``; its fields are common/channel.py's SPAN_FIELDS).
+
+The worker never makes an OpenTelemetry span: the tuples go in batches
+(``FLUSH_SECONDS`` after the first, or at ``MAX_BATCH``) over the channel to
+the control process (a ``T`` message, msgpack), whose export thread makes
+SDK spans of them and sends them with the OTLP/HTTP exporter
+(control/tracing.py, control/otlp.py). Encoding a span is tens of µs of
+Python: done here, it held the loop off the GIL (p99 latency 3x, throughput
+-10% at 1% sampling, measured), and every worker imported OpenTelemetry. The
+loop never waits: a batch the channel cannot take now is dropped and
+counted, ``fluxgate_trace_spans_dropped_total{reason="queue_full"}`` (the
+worker's CONNECTIONS record in shm/metrics.py); the control process counts
+what it exports or drops after that.
 """
 
 from __future__ import annotations
 
-import gc
-import logging
 import os
-import queue
 import re
-import sys
-import threading
 import time
 from time import perf_counter
 
-log = logging.getLogger("fluxgate.tracing")
+from common import channel
 
-FLUSH_SECONDS = 0.5  # a batch goes to the export thread this long after its first span
-MAX_BATCH = 512  # or at this many spans; also the most one export sends (roughly)
-LOG_EVERY = 10.0  # seconds between two logged export failures
-SWITCH_SECONDS = 0.001  # the GIL's switch interval while tracing is on (Tracer.open)
+FLUSH_SECONDS = 0.5  # a batch goes to the control process this long after its first span
+MAX_BATCH = 64  # or at this many spans (a few hundred bytes each: one message holds them)
+# A record's longest path and user agent (a span attribute beyond this helps
+# nobody; the head limit allows far more, and a message must fit the channel).
+MAX_TEXT = 2048
+MAX_STATE = 512  # W3C trace context 3.3.1.5: a longer tracestate may be dropped (the span's, never the upstream's)
 
 # The pool: _ENTRIES values "00-<32 hex trace id>-<16 hex span id>-00", one
 # every _STRIDE bytes from _AT, laid out so that the trace id starts on an
@@ -63,10 +63,6 @@ assert len(_TEMPLATE) == _STRIDE * _ENTRIES and _TRACE_AT % 8 == 0 and _SPAN_AT 
 
 _TRACEPARENT = re.compile(rb"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(?:-.*)?", re.S)
 _HEX = b"0123456789abcdef"
-
-
-class TracingError(Exception):
-    """Tracing is asked for (FLUXGATE_OTLP_ENDPOINT) and cannot run."""
 
 
 def valid(value: bytes) -> bool:
@@ -93,46 +89,27 @@ def bound(ratio: float) -> bytes:
 
 
 class Tracer:
-    __slots__ = ("batch", "pending", "queue_size", "_bound", "_pool", "_next", "_end", "_loop", "_meter",
-                 "_exporter", "_queue", "_thread", "_lock", "_quiet_until", "_failed_quietly")
+    __slots__ = ("batch", "worker", "_bound", "_pool", "_next", "_end", "_loop", "_meter", "_send")
 
-    def __init__(self, loop, meter, exporter, *, ratio: float = 1.0, queue_size: int = 2048) -> None:
-        """``exporter``: ``export(batches) -> bool`` and ``shutdown()``, called on the export
-        thread (dataplane/otlp.py; tests give their own)."""
+    def __init__(self, loop, meter, send, *, ratio: float = 1.0, worker: int = 0) -> None:
+        """``send(message)``: the worker's end of its channel (``socket.send``);
+        raises BlockingIOError when the channel is full, OSError when the control
+        process is gone. ``worker``: this worker's index (a span attribute)."""
         self.batch: list[tuple] = []
-        self.pending = 0  # spans handed to the export thread and not yet exported or dropped
-        self.queue_size = queue_size
+        self.worker = worker
         self._bound = bound(ratio)
         self._pool = b""
         self._next = self._end = 0  # the next value's offset in the pool; the pool's length
         self._loop = loop
         self._meter = meter
-        self._exporter = exporter
-        self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._quiet_until, self._failed_quietly = 0.0, 0
-        self._thread = threading.Thread(target=self._export, name="fluxgate-trace-export", daemon=True)
-        self._thread.start()
+        self._send = send
 
     @classmethod
-    def open(cls, settings, loop, meter) -> "Tracer | None":
-        """The tracer the settings ask for (None: tracing off). Raises TracingError."""
+    def open(cls, settings, loop, meter, send) -> "Tracer | None":
+        """The tracer the settings ask for (None: tracing off)."""
         if not settings.otlp_endpoint:
             return None
-        try:
-            from dataplane.otlp import Exporter
-        except ImportError as exc:
-            raise TracingError(f"FLUXGATE_OTLP_ENDPOINT is set but OpenTelemetry cannot be imported ({exc}):"
-                               " install fluxgate[otel]") from None
-        exporter = Exporter(settings)
-        # OpenTelemetry's modules live as long as the worker: out of the
-        # collector's way, like everything else start-up made (worker.py).
-        gc.freeze()
-        # Encoding spans is Python work (OpenTelemetry's encoder: tens of µs a
-        # span): while the export thread runs, the loop would wait up to the
-        # interpreter's switch interval (5 ms) for the GIL after each poll.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_SECONDS))
-        return cls(loop, meter, exporter, ratio=settings.trace_sampling, queue_size=settings.trace_queue_size)
+        return cls(loop, meter, send, ratio=settings.trace_sampling, worker=settings.index)
 
     # --- per request (the loop) ------------------------------------------------------
 
@@ -175,11 +152,13 @@ class Tracer:
         """A sampled request's exchange ended (``Exchange._ended``): its span, for export."""
         req = ex.req
         cluster = ex.cluster
-        self.batch.append((
-            req.traceparent, req.trace_in, req.tracestate, ex.t0, seconds, req.method, req.path, req.scheme,
-            req.host, req.port, req.client, req.user_agent, req.http10, ex.status, ex.source, ex.gateway,
-            ex.endpoint if ex.sent_at else None, cluster.name if cluster is not None else "", ex.rid,
-            ex.req_bytes,
+        path, ua, state = req.path, req.user_agent, req.tracestate
+        self.batch.append((  # common/channel.py SPAN_FIELDS
+            req.traceparent, req.trace_in, state if len(state) <= MAX_STATE else b"", ex.t0, seconds, req.method,
+            path if len(path) <= MAX_TEXT else path[:MAX_TEXT], req.scheme, req.host[:MAX_TEXT], req.port,
+            req.client, ua if len(ua) <= MAX_TEXT else ua[:MAX_TEXT], req.http10, ex.status, ex.source,
+            ex.gateway, ex.endpoint if ex.sent_at else None, cluster.name if cluster is not None else "",
+            ex.rid, ex.req_bytes,
         ))
         n = len(self.batch)
         if n == 1:
@@ -188,68 +167,27 @@ class Tracer:
             self.flush()
 
     def flush(self) -> None:
-        """Hand the batch to the export thread; what does not fit in the queue is dropped."""
+        """Send the batch to the control process; what the channel cannot take now is dropped."""
         batch = self.batch
         if not batch:
             return
         self.batch = []
-        with self._lock:
-            room = max(0, self.queue_size - self.pending)
-            if room < len(batch):
-                self._meter.spans_dropped(len(batch) - room, False)  # reason="queue_full"
-                batch = batch[:room]
-                if not batch:
-                    return
-            self.pending += len(batch)
-        # The clocks now: the thread turns the spans' perf_counter times into Unix nanoseconds.
-        self._queue.put((batch, time.time_ns(), perf_counter()))
+        self._post(batch, time.time_ns(), perf_counter())
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Export what is left (a worker's exit), waiting at most ``timeout``."""
-        self.flush()
-        self._queue.put(None)
-        self._thread.join(timeout)
-        self._exporter.shutdown()  # also ends an export that still waits out a retry
-
-    # --- the export thread --------------------------------------------------------------
-
-    def _export(self) -> None:
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is None:
-                return
-            items = [item]
-            n = len(item[0])
-            while n < MAX_BATCH:  # batches that waited meanwhile go in the same export
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                items.append(more)
-                n += len(more[0])
-            try:
-                ok = self._exporter.export(items)
-            except Exception as exc:  # never let one bad batch stop the thread
-                ok = False
-                log.error("trace export raised", extra={"fields": {"error": repr(exc)}})
-            with self._lock:
-                self.pending -= n
-            if ok:
-                self._meter.spans_exported(n)
-            else:
-                self._meter.spans_dropped(n, True)  # reason="export_failed"
-                self._failed(n)
-
-    def _failed(self, n: int) -> None:
-        """At most one log line per LOG_EVERY seconds, saying how many spans it stands for."""
-        now = time.monotonic()
-        self._failed_quietly += n
-        if now < self._quiet_until:
+    def _post(self, batch: list, unix_ns: int, perf: float) -> None:
+        message = channel.spans_message(self.worker, unix_ns, perf, batch)
+        if len(message) > channel.MAX_MESSAGE and len(batch) > 1:  # long paths: in halves
+            half = len(batch) // 2
+            self._post(batch[:half], unix_ns, perf)
+            self._post(batch[half:], unix_ns, perf)
             return
-        log.warning("trace export failed; spans dropped", extra={"fields": {
-            "spans": self._failed_quietly, "queued": self.pending}})
-        self._quiet_until, self._failed_quietly = now + LOG_EVERY, 0
+        try:
+            if len(message) > channel.MAX_MESSAGE:
+                raise BlockingIOError  # one record alone too large: dropped
+            self._send(message)
+        except OSError:  # full (BlockingIOError), or the control process is gone
+            self._meter.spans_dropped(len(batch))  # reason="queue_full"
+
+    def close(self) -> None:
+        """Send what is left (a worker's exit)."""
+        self.flush()

@@ -46,7 +46,7 @@ from dataplane.listeners import Listeners
 from dataplane.metrics import Meter
 from dataplane.outbox import Outbox
 from dataplane.router import Router
-from dataplane.tracing import Tracer, TracingError
+from dataplane.tracing import Tracer
 from dataplane.upstream.pool import Pool
 from common import channel, logfmt
 from shm import codec, metrics
@@ -74,7 +74,8 @@ class Worker:
         self.metrics = metrics.Segment(settings.shard, settings.seats, create=False)
         self.meter = Meter(self.metrics.region(settings.index))
         self.access_log = AccessLog.open(settings, self.loop, self.meter)
-        self.tracer = Tracer.open(settings, self.loop, self.meter)  # dataplane/tracing.py; None: off
+        # dataplane/tracing.py (None: off); its spans go to the control process over the channel.
+        self.tracer = Tracer.open(settings, self.loop, self.meter, self.channel.send)
         self.router: Router | None = None
         self.pool = Pool(settings.upstream_keepalive, settings.upstream_idle_timeout)
         self.outbox = Outbox(self.loop)  # every socket write, once per loop iteration
@@ -265,7 +266,7 @@ def main(argv: list[str]) -> int:
     try:
         try:
             worker = Worker(settings, args.channel_fd)
-        except (RingError, metrics.MetricsError, OSError, TracingError) as exc:
+        except (RingError, metrics.MetricsError, OSError) as exc:
             log.error("cannot start worker", extra={"fields": {"error": str(exc)}})
             return EXIT_BOOT
         log.info("worker started", extra={"fields": {

@@ -199,20 +199,18 @@ BUCKETS = len(BOUNDS) + 1
 REQUEST = 1  # (gateway, route, method, status_class): count, µs sum, buckets, request bytes, response bytes
 UPSTREAM = 2  # (route, backend): count, µs sum, buckets, retries
 UPSTREAM_ERROR = 3  # (route, backend, reason): count
-CONNECTIONS = 4  # (): active (a gauge), total, bytes in, bytes out, label sets overflowed, log lines dropped
-# (): the tracer's (dataplane/tracing.py): spans exported, dropped for a full
-# queue (the loop writes it), whose export failed (the export thread writes
-# that and ``exported``: each word has one writer thread).
-TRACE = 5
+# (): active (a gauge), total, bytes in, bytes out, label sets overflowed, access
+# log lines dropped, spans dropped (the channel to the control process was full;
+# the control process counts what it exports or drops after that).
+CONNECTIONS = 4
 
-ARITY = {REQUEST: 4, UPSTREAM: 2, UPSTREAM_ERROR: 3, CONNECTIONS: 0, TRACE: 0}
-WIDTH = {REQUEST: 2 + BUCKETS + 2, UPSTREAM: 2 + BUCKETS + 1, UPSTREAM_ERROR: 1, CONNECTIONS: 6, TRACE: 3}
+ARITY = {REQUEST: 4, UPSTREAM: 2, UPSTREAM_ERROR: 3, CONNECTIONS: 0}
+WIDTH = {REQUEST: 2 + BUCKETS + 2, UPSTREAM: 2 + BUCKETS + 1, UPSTREAM_ERROR: 1, CONNECTIONS: 7}
 # Value offsets within a record
 COUNT, MICROS, BUCKET0 = 0, 1, 2
 REQ_BYTES, RESP_BYTES = 2 + BUCKETS, 3 + BUCKETS
 RETRIES = 2 + BUCKETS
-ACTIVE, TOTAL, BYTES_IN, BYTES_OUT, OVERFLOWED, LOG_DROPPED = range(6)
-EXPORTED, QUEUE_FULL, EXPORT_FAILED = range(3)
+ACTIVE, TOTAL, BYTES_IN, BYTES_OUT, OVERFLOWED, LOG_DROPPED, SPANS_DROPPED = range(7)
 
 assert max(WIDTH.values()) <= VALUE_WORDS
 

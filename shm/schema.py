@@ -315,3 +315,13 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     underscore_headers: str = "reject"
     escaped_slashes: str = "unescape-redirect"
     merge_slashes: bool = True
+
+
+def route_label(source: str) -> str:
+    """A route entry's ``source`` ("kind/namespace/name#rule") → "namespace/name":
+    the ``route`` of metrics, access log lines and spans."""
+    if not source:
+        return ""
+    ref = source.split("#", 1)[0]
+    parts = ref.split("/")
+    return "/".join(parts[1:3]) if len(parts) >= 3 else ref

@@ -21,10 +21,9 @@ STDLIB = set(sys.stdlib_module_names)
 RULES = {
     "shm": {"allowed": {"shm", "msgspec", "posix_ipc"}},
     "common": {"allowed": {"common", "msgspec"}},
-    # opentelemetry: the optional fluxgate[otel] extra, imported by dataplane/otlp.py
-    # only (and only when tracing is on).
-    "dataplane": {"allowed": {"dataplane", "shm", "common", "msgspec", "httptools", "uvloop", "posix_ipc",
-                              "opentelemetry"}},
+    # Workers never import opentelemetry (the optional fluxgate[otel] extra): the
+    # control process exports their spans (control/otlp.py, control/tracing.py).
+    "dataplane": {"allowed": {"dataplane", "shm", "common", "msgspec", "httptools", "uvloop", "posix_ipc"}},
     "control": {"forbidden": {"dataplane"}},
 }
 
@@ -64,9 +63,9 @@ def test_imports_rule_check_catches_a_violation(tmp_path):
     assert not set(tops) <= RULES["dataplane"]["allowed"]
 
 
-def test_only_dataplane_otlp_imports_opentelemetry():
+def test_only_control_otlp_imports_opentelemetry():
     """The optional extra stays behind one module: without it installed, tracing
     off, nothing else may need it."""
     users = sorted(str(f.relative_to(ROOT)) for package in RULES for f in (ROOT / package).rglob("*.py")
                    if any(top == "opentelemetry" for _, top in _imports(f)))
-    assert users == ["dataplane/otlp.py"]
+    assert users == ["control/otlp.py"]

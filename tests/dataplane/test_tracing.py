@@ -1,21 +1,21 @@
-"""Tracing in the worker: trace context parsing and propagation, sampling, the export queue.
+"""Tracing in the worker: trace context parsing and propagation, sampling, span records to the channel.
 
 The Tracer is driven directly (``start`` on Requests made by the head reader,
 ``finish`` on exchanges) and through the protocol with fake transports (what
-the upstream gets); spans go to a fake exporter, or through OpenTelemetry's
-own encoder where their content is checked. The loopback tests with a real
-collector are tests/e2e/test_tracing.py.
+the upstream gets); its messages go to a fake channel and are read back with
+common/channel.py. The control process's export is tests/control/test_tracing.py;
+the loopback tests with a real collector are tests/e2e/test_tracing.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from types import SimpleNamespace
 
 import pytest
 
+from common import channel
 from dataplane.limits import Limits
 from dataplane.metrics import Meter
 from dataplane.request import HeadReader
@@ -34,23 +34,28 @@ SAMPLED_PARENT = f"00-{PARENT_ID}-{PARENT_SPAN}-01".encode()
 UNSAMPLED_PARENT = f"00-{PARENT_ID}-{PARENT_SPAN}-00".encode()
 
 
-class FakeExporter:
-    def __init__(self, ok: bool = True, gate: threading.Event | None = None) -> None:
-        self.ok = ok
-        self.gate = gate  # set: the export may finish
-        self.batches: list = []
+class FakeChannel:
+    """The worker's end of its channel: ``send`` keeps each message; ``full`` refuses them."""
 
-    def export(self, batches) -> bool:
-        if self.gate is not None:
-            self.gate.wait(10)
-        self.batches.append(batches)
-        return self.ok
+    def __init__(self, full: bool = False) -> None:
+        self.full = full
+        self.messages: list[bytes] = []
 
-    def shutdown(self) -> None:
-        pass
+    def send(self, message: bytes) -> int:
+        if self.full:
+            raise BlockingIOError
+        assert len(message) <= channel.MAX_MESSAGE
+        self.messages.append(message)
+        return len(message)
 
-    def records(self) -> list[tuple]:
-        return [r for batches in self.batches for records, _, _ in batches for r in records]
+    def records(self) -> list[list]:
+        out = []
+        for message in self.messages:
+            assert message[:1] == channel.SPANS
+            worker, unix_ns, perf, records = channel.parse_spans(message)
+            assert len(records) == channel.span_count(message)
+            out.extend(records)
+        return out
 
 
 class FakeParser:
@@ -76,9 +81,9 @@ def segment():
     yield seg
 
 
-def tracer_for(segment, exporter=None, **kw) -> Tracer:
+def tracer_for(segment, chan=None, **kw) -> Tracer:
     loop = asyncio.new_event_loop()
-    return Tracer(loop, Meter(segment.region(0)), exporter or FakeExporter(), **kw)
+    return Tracer(loop, Meter(segment.region(0)), (chan or FakeChannel()).send, **kw)
 
 
 def read(tracer, *headers: tuple[bytes, bytes], url=b"/p"):
@@ -219,8 +224,8 @@ def test_with_tracing_off_traceparent_and_tracestate_pass_unchanged():
 @pytest.fixture
 def traced(segment):
     worker = FakeWorker(single("up", endpoints=[("127.0.0.1", 9)]))
-    exporter = FakeExporter()
-    worker.tracer = Tracer(worker.loop, worker.meter, exporter, ratio=1.0)
+    chan = FakeChannel()
+    worker.tracer = Tracer(worker.loop, worker.meter, chan.send, ratio=1.0)
     up = UpstreamConnection(worker.pool, ("127.0.0.1", 9), worker.outbox)
     up_t = FakeTransport(worker.outbox)
     up.connection_made(up_t)
@@ -228,7 +233,7 @@ def traced(segment):
     proto = HttpProtocol(worker, "l")
     down_t = FakeTransport(worker.outbox)
     proto.connection_made(down_t)
-    yield proto, down_t, up, up_t, exporter
+    yield proto, down_t, up, up_t, chan
     worker.tracer.close()
     worker.loop.close()
 
@@ -238,7 +243,7 @@ def _sent_traceparents(data: bytes) -> list[bytes]:
 
 
 def test_every_request_and_every_repeat_of_its_bytes_gets_its_own_span(traced):
-    proto, down, up, up_t, exporter = traced
+    proto, down, up, up_t, chan = traced
     request = b"GET /a HTTP/1.1\r\nHost: x\r\nUser-Agent: probe\r\ntraceparent: " + SAMPLED_PARENT + b"\r\n\r\n"
     sent = []
     for _ in range(3):  # the second and third are repeats (protocol._repeat): the Request is reused
@@ -248,80 +253,96 @@ def test_every_request_and_every_repeat_of_its_bytes_gets_its_own_span(traced):
         up.data_received(OK)
         assert down.data().endswith(b"ok")
     assert len({v[36:52] for v in sent}) == 3 and {v[3:35] for v in sent} == {PARENT_ID.encode()}
-    proto.worker.tracer.flush()
     proto.worker.tracer.close()
-    records = exporter.records()
+    records = chan.records()
     assert [r[0] for r in records] == sent  # one span each, with what the upstream saw
     first = records[0]
-    assert first[1] == SAMPLED_PARENT and first[5:8] == (b"GET", b"/a", b"http")
-    assert first[11] == b"probe" and first[13] == 200 and first[16] == ("127.0.0.1", 9)
+    assert first[1] == SAMPLED_PARENT and first[5:8] == [b"GET", b"/a", b"http"]
+    assert first[11] == b"probe" and first[13] == 200 and first[16] == ["127.0.0.1", 9]
 
 
 def test_a_request_the_gateway_answers_gets_a_span_too(traced):
-    proto, down, up, up_t, exporter = traced
+    proto, down, up, up_t, chan = traced
     proto.data_received(b"GET /a%2Fb HTTP/1.1\r\nHost: x\r\n\r\n")  # escaped slashes: a 307 to /a/b
     out = down.data()
     assert out.startswith(b"HTTP/1.1 307 ") and up_t.data() == b""
     proto.worker.tracer.close()
-    (record,) = exporter.records()
+    (record,) = chan.records()
     assert record[13] == int(out[9:12]) and record[16] is None  # no upstream
 
 
-# --- the export queue ---------------------------------------------------------------------------
+# --- the channel to the control process ---------------------------------------------------
 
 
-def _finish(tracer, n: int) -> None:
+def _finish(tracer, n: int, path: bytes = b"/p") -> None:
     for _ in range(n):
-        _, req = read(tracer)
+        _, req = read(tracer, url=path)
         ex = SimpleNamespace(req=req, cluster=None, t0=time.perf_counter(), status=200, source="", gateway="",
                              endpoint=None, sent_at=0.0, rid=b"r", req_bytes=0)
         tracer.finish(ex, 0.001)
 
 
-def _counts(segment) -> list[int]:
+def _dropped(segment) -> int:
     records, _ = shm_metrics.read_all(segment)
-    return records[(shm_metrics.TRACE, ())]
+    return records[(shm_metrics.CONNECTIONS, ())][shm_metrics.SPANS_DROPPED]
 
 
-def test_a_full_queue_drops_spans_and_counts_them_while_the_exporter_is_stuck(segment):
-    gate = threading.Event()
-    exporter = FakeExporter(gate=gate)
-    tracer = tracer_for(segment, exporter, ratio=1.0, queue_size=5)
-    _finish(tracer, 3)
-    tracer.flush()  # 3 go to the thread, which waits at the gate
-    _finish(tracer, 4)
-    tracer.flush()  # room for 2 of 4
-    assert _counts(segment) == [0, 2, 0]
-    _finish(tracer, 1)
-    tracer.flush()  # no room
-    assert _counts(segment) == [0, 3, 0]
-    gate.set()
-    tracer.close()
-    assert _counts(segment) == [5, 3, 0]
-    assert len(exporter.records()) == 5
-
-
-def test_failed_exports_are_counted_as_dropped(segment):
-    tracer = tracer_for(segment, FakeExporter(ok=False), ratio=1.0)
-    _finish(tracer, 7)
-    tracer.close()
-    assert _counts(segment) == [0, 0, 7]
-
-
-def test_a_batch_goes_to_the_exporter_on_its_own_after_the_flush_interval(segment, monkeypatch):
+def test_a_batch_of_max_batch_spans_goes_out_at_once_as_one_message(segment):
     import dataplane.tracing as tracing
-    exporter = FakeExporter()
+    chan = FakeChannel()
+    tracer = tracer_for(segment, chan, ratio=1.0, worker=3)
+    _finish(tracer, tracing.MAX_BATCH - 1)
+    assert chan.messages == []
+    _finish(tracer, 1)
+    assert len(chan.messages) == 1 and len(chan.records()) == tracing.MAX_BATCH
+    worker, unix_ns, perf, _ = channel.parse_spans(chan.messages[0])
+    assert worker == 3 and abs(unix_ns / 1e9 - time.time()) < 5 and abs(perf - time.perf_counter()) < 5
+
+
+def test_a_full_channel_drops_the_batch_and_counts_it(segment):
+    chan = FakeChannel(full=True)
+    tracer = tracer_for(segment, chan, ratio=1.0)
+    _finish(tracer, 3)
+    tracer.flush()
+    assert _dropped(segment) == 3 and chan.messages == []
+    chan.full = False
+    _finish(tracer, 2)
+    tracer.flush()  # the channel takes messages again: nothing more is lost
+    assert _dropped(segment) == 3 and len(chan.records()) == 2
+
+
+def test_a_control_process_that_is_gone_loses_the_spans_not_the_worker(segment):
+    def gone(message):
+        raise BrokenPipeError
+    tracer = Tracer(asyncio.new_event_loop(), Meter(segment.region(0)), gone, ratio=1.0)
+    _finish(tracer, 4)
+    tracer.close()
+    assert _dropped(segment) == 4
+
+
+def test_a_batch_too_large_for_one_message_goes_in_several(segment):
+    import dataplane.tracing as tracing
+    chan = FakeChannel()
+    tracer = tracer_for(segment, chan, ratio=1.0)
+    long_path = b"/" + b"x" * (tracing.MAX_TEXT * 2)
+    _finish(tracer, 40, path=long_path)  # 40 paths of MAX_TEXT bytes: more than one message holds
+    tracer.flush()
+    records = chan.records()
+    assert len(chan.messages) > 1 and len(records) == 40 and _dropped(segment) == 0
+    assert {len(r[6]) for r in records} == {tracing.MAX_TEXT}  # the span's path is cut, never the request's
+
+
+def test_a_batch_goes_out_on_its_own_after_the_flush_interval(segment):
+    import dataplane.tracing as tracing
+    chan = FakeChannel()
     loop = asyncio.new_event_loop()
-    tracer = Tracer(loop, Meter(segment.region(0)), exporter, ratio=1.0)
+    tracer = Tracer(loop, Meter(segment.region(0)), chan.send, ratio=1.0)
     try:
         _finish(tracer, 2)
+        assert chan.messages == []
         loop.run_until_complete(asyncio.sleep(tracing.FLUSH_SECONDS + 0.1))
-        deadline = time.monotonic() + 5
-        while _counts(segment)[0] < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert _counts(segment) == [2, 0, 0]
+        assert len(chan.records()) == 2
     finally:
-        tracer.close()
         loop.close()
 
 
@@ -331,12 +352,14 @@ def test_a_batch_goes_to_the_exporter_on_its_own_after_the_flush_interval(segmen
 def test_records_become_server_spans_with_the_semantic_convention_attributes(segment):
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    from dataplane.otlp import Exporter
+    from control.otlp import Exporter
     from tests.servers.otlp import decode
 
-    settings = WorkerSettings(shard="s", index=1, otlp_endpoint="http://127.0.0.1:9/v1/traces")
+    settings = SimpleNamespace(shard="s", otlp_endpoint="http://127.0.0.1:9/v1/traces", otlp_timeout=1.0,
+                               trace_service_name="")
     exporter = Exporter(settings)
-    tracer = tracer_for(segment, ratio=1.0)
+    chan = FakeChannel()
+    tracer = tracer_for(segment, chan, ratio=1.0, worker=1)
     _, req = read(tracer, (b"traceparent", SAMPLED_PARENT), (b"tracestate", b"vendor=x"),
                   (b"User-Agent", b"probe/2"), url=b"/shop/cart")
     t0 = time.perf_counter()
@@ -344,8 +367,9 @@ def test_records_become_server_spans_with_the_semantic_convention_attributes(seg
                          source="HTTPRoute/default/shop#0", gateway="default/gw", endpoint=("10.0.0.7", 8080),
                          sent_at=t0, rid=b"rid-1", req_bytes=12)
     tracer.finish(ex, 0.25)
-    record = tracer.batch[0]
-    span = exporter.span(record, time.time_ns(), time.perf_counter())
+    tracer.flush()
+    ((worker, unix_ns, perf, (record,)),) = [channel.parse_spans(m) for m in chan.messages]  # as control reads it
+    span = exporter.span(record, unix_ns, perf, worker)
     (got,) = decode(encode_spans([span]).SerializeToString())
     assert got["trace_id"] == PARENT_ID and got["parent_span_id"] == PARENT_SPAN
     assert got["span_id"] == req.traceparent[36:52].decode() and got["trace_state"] == "vendor=x"
@@ -358,8 +382,8 @@ def test_records_become_server_spans_with_the_semantic_convention_attributes(seg
         "server.address": "example.com", "server.port": 8080, "user_agent.original": "probe/2",
         "http.response.status_code": 503, "http.request.body.size": 12,
         "fluxgate.route": "default/shop", "fluxgate.gateway": "default/gw", "fluxgate.backend": "default/a:80",
-        "fluxgate.upstream.address": "10.0.0.7:8080", "fluxgate.request_id": "rid-1",
+        "fluxgate.upstream.address": "10.0.0.7:8080", "fluxgate.request_id": "rid-1", "fluxgate.worker": 1,
     }
-    assert got["resource"]["service.name"] == "fluxgate" and got["resource"]["fluxgate.worker"] == 1
+    assert got["resource"]["service.name"] == "fluxgate" and got["resource"]["fluxgate.shard"] == "s"
     assert got["scope"] == "fluxgate"
     exporter.shutdown()

@@ -2,8 +2,9 @@
 spans, sent by OpenTelemetry's OTLP/HTTP (protobuf) span exporter.
 
 The one module that imports OpenTelemetry (the ``fluxgate[otel]`` extra),
-imported only when tracing is on (dataplane/tracing.py ``Tracer.open``), and
-run only on the tracer's export thread, never on the loop. The exporter's
+imported by the control process only when tracing is on (control/tracing.py),
+and run only on its export thread. Workers never import it: their records
+come over the channel (common/channel.py SPAN_FIELDS). The exporter's
 own settings apply (``OTEL_EXPORTER_OTLP_TRACES_HEADERS``, ``..._CERTIFICATE``,
 ``..._COMPRESSION``); FLUXGATE_OTLP_ENDPOINT and FLUXGATE_OTLP_TIMEOUT (one
 export, its retries included) are passed to it.
@@ -21,8 +22,9 @@ response), ``http.request.body.size``; FluxGate's ``fluxgate.route`` and
 last attempt went to) and ``fluxgate.request_id``. Status ERROR on a 5xx.
 The resource: ``service.name`` (FLUXGATE_TRACE_SERVICE_NAME, else
 OTEL_SERVICE_NAME, else ``fluxgate``), ``service.version``, ``host.name``,
-``process.pid``, ``fluxgate.shard``, ``fluxgate.worker``, and what
-OTEL_RESOURCE_ATTRIBUTES adds.
+``process.pid`` (the control process's), ``fluxgate.shard``, and what
+OTEL_RESOURCE_ATTRIBUTES adds; ``fluxgate.worker`` (the worker's seat,
+control/supervisor.py) is a span attribute.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from dataplane.metrics import route_label
+from shm.schema import route_label
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
                                     "PATCH")}
@@ -89,7 +91,8 @@ class _Resource(Resource):
 
 
 class Exporter:
-    """``export(batches)``: the tracer's batches ((records, unix ns, perf_counter) each) → one OTLP export."""
+    """``export(batches)``: the workers' batches ((worker, unix ns, perf_counter, records) each) → one
+    OTLP export. ``settings``: the Config (otlp_endpoint, otlp_timeout, trace_service_name, shard)."""
 
     def __init__(self, settings) -> None:
         version = _version()
@@ -99,7 +102,6 @@ class Exporter:
             "host.name": socket.gethostname(),
             "process.pid": os.getpid(),
             "fluxgate.shard": settings.shard,
-            "fluxgate.worker": settings.index,
         })
         self.resource = _Resource(made.attributes, made.schema_url)
         self.scope = InstrumentationScope("fluxgate", version)
@@ -108,14 +110,16 @@ class Exporter:
             logging.getLogger(name).addFilter(_Seldom())
 
     def export(self, batches: list) -> bool:
-        spans = [self.span(record, unix_ns, perf) for records, unix_ns, perf in batches for record in records]
+        spans = [self.span(record, unix_ns, perf, worker)
+                 for worker, unix_ns, perf, records in batches for record in records]
         return self._otlp.export(spans) == SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
         self._otlp.shutdown()
 
-    def span(self, record: tuple, unix_ns: int, perf: float) -> ReadableSpan:
-        """One record of ``Tracer.finish``; ``unix_ns`` and ``perf`` are one moment on both clocks."""
+    def span(self, record, unix_ns: int, perf: float, worker: int = 0) -> ReadableSpan:
+        """One record of ``Tracer.finish`` (common/channel.py SPAN_FIELDS); ``unix_ns``
+        and ``perf`` are one moment on both of the worker's clocks."""
         (value, parent_value, state, t0, seconds, method, path, scheme, host, port, client, user_agent, http10,
          status, source, gateway, endpoint, backend, request_id, body_bytes) = record
         trace_id = int(value[3:35], 16)
@@ -137,6 +141,7 @@ class Exporter:
             "network.protocol.version": "1.0" if http10 else "1.1",
             "client.address": client.decode("latin-1"),
             "network.peer.address": client.decode("latin-1"),
+            "fluxgate.worker": worker,
         }
         if name is None:
             attrs["http.request.method_original"] = method.decode("latin-1")
