@@ -141,6 +141,8 @@ class SpanExport:
         self._quiet_until, self._failed_quietly = now + LOG_EVERY, 0
 
     def _malformed(self, why: str) -> None:
-        self.malformed += 1
-        if self.malformed <= 3:  # a worker/control mismatch: say it, but not per message
+        with self._lock:  # the loop and the export thread both find malformed messages
+            self.malformed += 1
+            first = self.malformed <= 3
+        if first:  # a worker/control mismatch: say it, but not per message
             log.error("malformed span message from a worker", extra={"fields": {"error": why}})

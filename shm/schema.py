@@ -295,12 +295,10 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     access_log: str = "stdout"  # stdout | stderr | off | an absolute path
     access_log_query: bool = False
     access_log_sample_2xx: float = 1.0
-    # Tracing (dataplane/tracing.py): off while otlp_endpoint is "".
+    # Tracing (dataplane/tracing.py): off while otlp_endpoint is "". The export's
+    # own settings stay with the control process, which exports (control/tracing.py).
     otlp_endpoint: str = ""  # the full OTLP/HTTP traces URL
-    otlp_timeout: float = 10.0
     trace_sampling: float = 0.01
-    trace_queue_size: int = 2048
-    trace_service_name: str = ""
     # Limits and timeouts (control/config.py says what each means).
     max_request_line_bytes: int = 8192
     max_header_bytes: int = 32768
