@@ -6,6 +6,8 @@ layout for Cython. Built, each compiles to an extension module of the same
 name, which Python imports in preference to the ``.py``; not built (no
 compiler, or ``FLUXGATE_BUILD_NATIVE=0``), the ``.py`` is used. A worker can
 be told to use the ``.py`` modules anyway: ``FLUXGATE_NATIVE=false``
+(which also hides the ``ACCELERATORS``, Cython-only modules whose importers
+fall back to Python code of their own)
 (dataplane/__init__.py). tests/dataplane/test_native.py checks both.
 """
 
@@ -17,7 +19,7 @@ import sys
 from setuptools import setup
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dataplane import NATIVE  # noqa: E402  (the one list: dataplane/__init__.py)
+from dataplane import ACCELERATORS, NATIVE  # noqa: E402  (the one list: dataplane/__init__.py)
 
 
 def extensions():
@@ -28,7 +30,8 @@ def extensions():
     except ImportError:  # no Cython in the build environment: pure Python
         return []
     modules = cythonize(
-        [name.replace(".", "/") + ".py" for name in NATIVE], language_level=3, quiet=True,
+        [name.replace(".", "/") + ".py" for name in NATIVE]
+        + [name.replace(".", "/") + ".pyx" for name in ACCELERATORS], language_level=3, quiet=True,
         # Types come from the .pxd files only: annotations in the .py stay documentation.
         compiler_directives={"annotation_typing": False, "binding": False, "embedsignature": False},
     )

@@ -24,6 +24,10 @@ NATIVE = (
     "dataplane.protocol", "dataplane.upstream.connection", "dataplane.upstream.pool", "dataplane.metrics",
     "dataplane.accesslog", "dataplane.tracing",
 )
+# Cython-only modules (a .pyx, no .py): each is imported by a NATIVE module
+# that falls back to its own pure-Python code when the import fails, as it
+# does with FLUXGATE_NATIVE=false or without a build.
+ACCELERATORS = ("dataplane._logline",)
 _OFF = ("0", "false", "no", "off")
 
 
@@ -31,6 +35,8 @@ class _SourceOnly(importlib.abc.MetaPathFinder):
     """Finds the ``NATIVE`` modules' ``.py`` files, never their compiled twins."""
 
     def find_spec(self, fullname, path, target=None):
+        if fullname in ACCELERATORS:
+            raise ModuleNotFoundError(f"{fullname}: FLUXGATE_NATIVE=false", name=fullname)
         if fullname not in NATIVE or not path:
             return None
         loader = (importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES)
@@ -46,6 +52,6 @@ if os.environ.get("FLUXGATE_NATIVE", "true").strip().lower() in _OFF:
 
 
 def compiled() -> list[str]:
-    """The ``NATIVE`` modules this process runs compiled (imported ones only)."""
-    return [name for name in NATIVE
+    """The ``NATIVE`` modules and ``ACCELERATORS`` this process runs compiled (imported ones only)."""
+    return [name for name in NATIVE + ACCELERATORS
             if name in sys.modules and not (sys.modules[name].__file__ or "").endswith(".py")]

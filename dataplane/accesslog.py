@@ -1,7 +1,8 @@
 """The access log: one JSON line per request (FLUXGATE_ACCESS_LOG), never blocking the loop.
 
 A line is made when an exchange ends (dataplane/exchange.py ``_ended``) and
-encoded straight onto the end of the current batch, one buffer; the batch is
+written straight onto the end of the current batch, one buffer (in C by
+dataplane/_logline.pyx when it is built, else by msgspec here); the batch is
 handed (50 ms after its first line, or at 4,096 lines) to a writer thread
 that makes one ``write`` of it. A destination that stops
 taking lines (a full pipe, a stuck disk) blocks only that thread: batches
@@ -53,20 +54,44 @@ class Line(msgspec.Struct):
     bytes: int
     request_bytes: int
     duration_ms: float
-    upstream: str
+    upstream: msgspec.Raw  # encoded once per value (AccessLog's caches)
     upstream_ms: float
-    route: str
-    gateway: str
+    route: msgspec.Raw
+    gateway: msgspec.Raw
     user_agent: str
     trace_id: str
 
 
 _encode_into = msgspec.json.Encoder().encode_into
+_encode = msgspec.json.encode
+
+
+def _append(batch: bytearray, stamp: bytes, millis: int, rid: bytes, client: bytes, method: bytes, target: bytes,
+            status: int, sent: int, received: int, duration_us: int, upstream: bytes, upstream_us: int,
+            route: bytes, gateway: bytes, ua: bytes, trace: bytes) -> None:
+    """Append one line to ``batch`` (msgspec; the fallback of dataplane/_logline.pyx ``append``,
+    which writes the same object in C). ``upstream``, ``route`` and ``gateway`` are
+    encoded JSON strings; durations are whole microseconds."""
+    if not 0 <= millis < 1000:
+        raise ValueError("millis must be 0-999")
+    _encode_into(Line(  # positional: the field order of Line
+        stamp.decode("latin-1") + _MILLIS[millis], rid.decode("latin-1"), client.decode("latin-1"),
+        method.decode("latin-1"), target.decode("latin-1"), status, sent, received, duration_us / 1000,
+        msgspec.Raw(upstream), upstream_us / 1000, msgspec.Raw(route), msgspec.Raw(gateway),
+        ua.decode("latin-1"), trace.decode("latin-1"),
+    ), batch, -1)  # appended to the batch: no bytes object per line, no join
+    batch += b"\n"
+
+
+try:  # the compiled line (setup.py builds it with the NATIVE modules); not with FLUXGATE_NATIVE=false
+    from dataplane._logline import append
+except ImportError:
+    append = _append
 
 
 class AccessLog:
     __slots__ = ("fd", "query", "sample", "batch", "lines", "pending", "_loop", "_queue", "_thread",
-                 "_lock", "_second", "_stamp", "_meter", "_routes", "_upstreams")
+                 "_lock", "_second", "_stamp", "_meter", "_routes", "_upstreams", "_gateways")
 
     def __init__(self, fd: int, loop, meter, *, query: bool = False, sample_2xx: float = 1.0) -> None:
         self.fd = fd
@@ -81,9 +106,10 @@ class AccessLog:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write, name="fluxgate-access-log", daemon=True)
         self._thread.start()
-        self._second, self._stamp = -1, ""
-        self._routes: dict[str, str] = {}  # an entry's source → its route label
-        self._upstreams: dict[tuple, str] = {}  # an endpoint → "address:port"
+        self._second, self._stamp = -1, b""
+        self._routes: dict[str, bytes] = {}  # an entry's source → its route label, encoded
+        self._upstreams: dict[tuple, bytes] = {}  # an endpoint → "address:port", encoded
+        self._gateways: dict[str, bytes] = {}  # a gateway's name → its name, encoded
 
     @classmethod
     def open(cls, settings, loop, meter) -> "AccessLog | None":
@@ -108,38 +134,39 @@ class AccessLog:
         t = time.time()
         second = int(t)
         if second != self._second:
-            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
         if req is not None:
             target = req.target if self.query else req.path
             method, client, ua, trace = req.method, req.client, req.user_agent, req.traceparent
         else:
             target = method = client = ua = trace = b""
+        # Upstream, route and gateway: encoded once per value, then looked up.
         endpoint = ex.endpoint
-        upstream = ""
+        upstream = b'""'
         if endpoint is not None and ex.sent_at:
             upstream = self._upstreams.get(endpoint)
             if upstream is None:
                 if len(self._upstreams) > 4096:
                     self._upstreams.clear()
-                upstream = self._upstreams[endpoint] = f"{endpoint[0]}:{endpoint[1]}"
+                upstream = self._upstreams[endpoint] = _encode(f"{endpoint[0]}:{endpoint[1]}")
         source = ex.source
         route = self._routes.get(source)
         if route is None:
             if len(self._routes) > 4096:
                 self._routes.clear()
-            route = self._routes[source] = route_label(source)
+            route = self._routes[source] = _encode(route_label(source))
+        gateway = self._gateways.get(ex.gateway)
+        if gateway is None:
+            if len(self._gateways) > 4096:
+                self._gateways.clear()
+            gateway = self._gateways[ex.gateway] = _encode(ex.gateway)
         rid = ex.rid
-        batch = self.batch
-        _encode_into(Line(  # positional: the field order of Line
-            self._stamp + _MILLIS[int((t - second) * 1000) % 1000],
-            rid.decode("latin-1") if rid else "",
-            client.decode("latin-1"), method.decode("latin-1"), target.decode("latin-1"),
-            # Milliseconds to the microsecond (truncated: 4x cheaper than round()).
-            status, ex.resp_bytes, ex.req_bytes, int(seconds * 1e6) / 1000, upstream,
-            int(ex.upstream_s * 1e6) / 1000, route, ex.gateway, ua.decode("latin-1"),
-            trace[3:35].decode("latin-1") if len(trace) >= 55 else "",
-        ), batch, -1)  # appended to the batch: no bytes object per line, no join
-        batch += b"\n"
+        append(self.batch, self._stamp, int((t - second) * 1000) % 1000, rid if rid else b"", client, method,
+               target, status, ex.resp_bytes, ex.req_bytes,
+               # Whole microseconds (truncated: 4x cheaper than round()).
+               int(seconds * 1e6), upstream, int(ex.upstream_s * 1e6), route, gateway, ua,
+               trace[3:35] if len(trace) >= 55 else b"")
         self.lines += 1
         if self.lines == 1:
             self._loop.call_later(FLUSH_SECONDS, self.flush)

@@ -24,8 +24,8 @@ tuple of what its span needs when its exchange ends (``finish``, from
 
 The worker never makes an OpenTelemetry span: the tuples go in batches
 (``FLUSH_SECONDS`` after the first, or at ``MAX_BATCH``) over the channel to
-the control process (a ``T`` message, msgpack), whose export thread makes
-SDK spans of them and sends them with the OTLP/HTTP exporter
+the control process (a ``T`` message, msgpack), whose export thread encodes
+them as OTLP spans and sends them with the OTLP/HTTP exporter
 (control/tracing.py, control/otlp.py). Encoding a span is tens of µs of
 Python: done here, it held the loop off the GIL (p99 latency 3x, throughput
 -10% at 1% sampling, measured), and every worker imported OpenTelemetry. The

@@ -106,3 +106,23 @@ def test_a_malformed_message_is_counted_and_the_next_one_still_exported():
     assert export.malformed == 2
     assert export.counts() == (1, 0, 2)
     assert [r[0] for r in exporter.records()] == [b"tp-ok"]
+
+
+def test_messages_that_come_within_the_delay_go_out_in_one_export_and_a_lone_one_still_goes():
+    exporter = FakeExporter()
+    export = SpanExport(exporter, delay=0.5)
+    try:
+        export.receive(message(3))
+        time.sleep(0.1)
+        export.receive(message(2, worker=1))
+        deadline = time.monotonic() + 5
+        while export.counts()[0] < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert export.counts() == (5, 0, 0) and len(exporter.batches) == 1  # one export, two messages
+        export.receive(message(1))  # nothing comes after it: it goes out once the delay is over
+        deadline = time.monotonic() + 5
+        while export.counts()[0] < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert export.counts() == (6, 0, 0) and len(exporter.batches) == 2
+    finally:
+        export.close()
