@@ -82,6 +82,12 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
+def paired(runs: list[dict], a: str, b: str) -> dict:
+    """Median over rounds of ``a``'s figure / ``b``'s in the same round (rps, CPU per request)."""
+    sa, sb = [r for r in runs if r["proxy"] == a], [r for r in runs if r["proxy"] == b]
+    return {key: h.median([x[key] / y[key] for x, y in zip(sa, sb) if y[key]]) for key in ("rps", "cpu_us_per_req")}
+
+
 def round_line(n: int, r: dict) -> str:
     return (f"  round {n} {r['proxy']:<8} {r['rps']:>10.0f} req/s  p50 {r['p50_ms']:7.3f} ms  "
             f"p99 {r['p99_ms']:7.3f} ms  errors {r['errors']:>5}  "
@@ -188,6 +194,14 @@ def run(args, workdir: Path) -> int:
              "before_cpu_ratio": b["cpu_us_per_req"] / ng["cpu_us_per_req"]}
         print(f"before/nginx throughput     {v['before_throughput_ratio']:5.2f}x   "
               f"CPU/request {v['before_cpu_ratio']:5.2f}x   (--compare, same rounds)")
+        # fluxgate against before round by round (each pair measured back to
+        # back, ABBA): the machine's drift over the run cancels in each pair,
+        # which a ratio of the two medians does not do.
+        pairs = paired(runs, "fluxgate", "before")
+        v = {**v, "fluxgate_before_throughput_paired": pairs["rps"],
+             "fluxgate_before_cpu_paired": pairs["cpu_us_per_req"]}
+        print(f"fluxgate/before throughput  {pairs['rps']:5.3f}x   CPU/request {pairs['cpu_us_per_req']:5.3f}x   "
+              f"(median of the {rounds} per-round ratios)")
     if args.json:
         report = {"machine": h.machine_note(), "settings": {**vars(args), "duration": duration, "rounds": rounds,
                                                             "warmup": warmup},
