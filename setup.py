@@ -6,9 +6,10 @@ layout for Cython. Built, each compiles to an extension module of the same
 name, which Python imports in preference to the ``.py``; not built (no
 compiler, or ``FLUXGATE_BUILD_NATIVE=0``), the ``.py`` is used. A worker can
 be told to use the ``.py`` modules anyway: ``FLUXGATE_NATIVE=false``
-(which also hides the ``ACCELERATORS``, Cython-only modules whose importers
-fall back to Python code of their own)
-(dataplane/__init__.py). tests/dataplane/test_native.py checks both.
+(dataplane/__init__.py). The ``ACCELERATORS`` there are Cython-only
+modules (a ``.pyx``): built with the others, hidden by FLUXGATE_NATIVE=false,
+and their importers fall back to Python code of their own.
+tests/dataplane/test_native.py checks both.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Workers sample and record (dataplane/tracing.py) and send their records over
 their channels (``T`` messages, common/channel.py); the supervisor's channel
 reader hands each message to ``receive`` on the loop, which only counts and
 queues it. The export thread decodes the messages, encodes the records as
-OTLP spans and sends them with the OTLP/HTTP exporter (control/otlp.py). So no worker imports OpenTelemetry or spends its GIL on
-encoding, and the pod keeps one connection to the collector, not one per worker.
+OTLP spans and sends them with the OTLP/HTTP exporter (control/otlp.py). So
+no worker imports OpenTelemetry or spends its GIL on encoding, and the pod
+keeps one connection to the collector, not one per worker.
 
 Bounded: a message is queued while fewer than FLUXGATE_TRACE_QUEUE_SIZE spans
 wait for export (so at most that plus one message, 64 spans); otherwise it is

@@ -38,6 +38,7 @@ MAX_PENDING = 100_000  # lines handed to the writer and not yet written
 # (each wake-up is a GIL hand-over, measured at about 1 µs a request).
 FLUSH_SECONDS = 0.05
 MAX_BATCH = 4096
+MAX_CACHED = 4096  # encoded upstreams, routes and gateways kept (each cache)
 # ".000Z" … ".999Z": a line's milliseconds without formatting (the second's
 # part is formatted once a second). Formatting and round() were a third of a
 # line's cost.
@@ -82,6 +83,15 @@ def _append(batch: bytearray, stamp: bytes, millis: int, rid: bytes, client: byt
         ua.decode("latin-1"), trace.decode("latin-1"),
     ), batch, -1)  # appended to the batch: no bytes object per line, no join
     batch += b"\n"
+
+
+def _remember(cache: dict, key, text: str) -> bytes:
+    """``text`` encoded as a JSON string, kept in ``cache`` under ``key`` (cleared once it
+    holds more than MAX_CACHED: endpoints and routes come and go)."""
+    if len(cache) > MAX_CACHED:
+        cache.clear()
+    encoded = cache[key] = _encode(text)
+    return encoded
 
 
 try:  # the compiled line (setup.py builds it with the NATIVE modules); not with FLUXGATE_NATIVE=false
@@ -149,20 +159,14 @@ class AccessLog:
         if endpoint is not None and ex.sent_at:
             upstream = self._upstreams.get(endpoint)
             if upstream is None:
-                if len(self._upstreams) > 4096:
-                    self._upstreams.clear()
-                upstream = self._upstreams[endpoint] = _encode(f"{endpoint[0]}:{endpoint[1]}")
+                upstream = _remember(self._upstreams, endpoint, f"{endpoint[0]}:{endpoint[1]}")
         source = ex.source
         route = self._routes.get(source)
         if route is None:
-            if len(self._routes) > 4096:
-                self._routes.clear()
-            route = self._routes[source] = _encode(route_label(source))
+            route = _remember(self._routes, source, route_label(source))
         gateway = self._gateways.get(ex.gateway)
         if gateway is None:
-            if len(self._gateways) > 4096:
-                self._gateways.clear()
-            gateway = self._gateways[ex.gateway] = _encode(ex.gateway)
+            gateway = _remember(self._gateways, ex.gateway, ex.gateway)
         rid = ex.rid
         millis = int((t - second) * 1000) % 1000
         # Whole microseconds (truncated: 4x cheaper than round()).

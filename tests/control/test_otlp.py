@@ -79,16 +79,12 @@ def test_encoded_span_is_what_the_sdk_encoder_makes(exporter, over):
 @settings(max_examples=150, deadline=None)
 @given(path=st.binary(min_size=1, max_size=80), ua=st.binary(max_size=40), status=st.integers(0, 599),
        body=st.integers(0, 2**40), rid=st.binary(max_size=40))
-def test_any_record_encodes_as_the_sdk_encodes_it(path, ua, status, body, rid):
-    exporter = _EXPORTER
+def test_any_record_encodes_as_the_sdk_encodes_it(exporter, path, ua, status, body, rid):
     unix_ns, perf = time.time_ns(), time.perf_counter()
     records = [_record(path=path, user_agent=ua, status=status, body_bytes=body, request_id=rid),
                _record(path=path, user_agent=ua, status=status, body_bytes=body, request_id=rid)]  # cached now
     sdk = encode_spans([exporter.span(r, unix_ns, perf, 3) for r in records])
     assert _ours(exporter, records, unix_ns, perf) == sdk
-
-
-_EXPORTER = Exporter(_settings())
 
 
 @pytest.mark.parametrize("path", ["encoded here", "the exporter's export(spans)"])

@@ -273,7 +273,8 @@ def test_controller_leader_failover_within_one_lease_duration(kubeapi, controlle
 
     kubeapi.apply(web("late"))
     eventually(lambda: route_conditions(kubeapi, "late") == ACCEPTED, what="the new leader's write")
-    # The counter is bumped after the write returns: the status can be seen first.
+    # The counter is added to when the whole status pass returns (controller.py
+    # _write), after its writes: the route's status can be seen first.
     eventually(lambda: follower.metric("fluxgate_status_writes_total") >= 2,  # the route and the Gateway
                what="the new leader's status writes counted")
 
